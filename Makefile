@@ -14,7 +14,7 @@ build: setup
 
 demo: build
 	$(BUILD_DIR)/moetune train --output runs/demo
-	$(BUILD_DIR)/moetune eval --model runs/demo/final --data runs/demo/eval_tokens.jsonl
+	$(BUILD_DIR)/moetune eval --model runs/demo/final --data runs/demo/eval_tokens.jsonl --seq-len 128
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
