@@ -75,7 +75,7 @@ WARMUP_STEPS = 2
 INIT_STD = 0.1
 NORM_PERTURB = 0.1
 BIAS_STD = 0.1
-ROUTER_MARGIN_MIN = 1e-5  # min gap between k-th and (k+1)-th router prob accepted (else next seed)
+ROUTER_MARGIN_MIN = 5e-5  # min gap between k-th and (k+1)-th router prob accepted (else next seed)
 FP32_CROSSCHECK_RTOL = 1e-4  # HF-fp32 step losses must match the fixture this well (else next seed)
 MAX_SEED_ATTEMPTS = 50
 
@@ -823,6 +823,9 @@ One folder per family ({families}), each holding
   `grad.<param>` (gradient of `loss` at the initial weights, in-memory parameter names), `train_input_ids`,
   `train_labels` (I64 [S,B,T]), `step_losses`, `step_grad_norms`, `step_lrs` [S]. All float tensors are float32.
 - `meta.json`: optimizer, param groups, clipping, schedule, loss definitions, float64 scalars, seeds, cross-checks.
+
+Compare two generated trees (e.g. CPU vs GPU run): `python tools/golden/compare_golden.py tests/golden OTHER_DIR`
+(a CPU and an H200 run of the same script gave bit-identical fixtures).
 
 Numerics: the reference is computed in float64 from the fp32 checkpoint values. HF's explicit float32 casts
 (RMSNorm, softmax, router softmax, RoPE, CE `logits.float()`, aux-loss accumulators) are aliased to float64 during
