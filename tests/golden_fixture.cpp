@@ -2,6 +2,7 @@
 #include "golden_fixture.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -10,7 +11,9 @@
 namespace moetune::testing {
 
 GoldenFixture GoldenFixture::open(const std::string& family) {
-  const std::string folder = std::string(MOETUNE_SOURCE_DIR) + "/tests/golden/" + family;
+  // The test binary may run from a copy of the tree elsewhere (the GPU machine): MOETUNE_SOURCE_DIR overrides.
+  const char* root = std::getenv("MOETUNE_SOURCE_DIR");
+  const std::string folder = std::string(root ? root : MOETUNE_SOURCE_DIR) + "/tests/golden/" + family;
   std::ifstream meta_file(folder + "/meta.json");
   if (!meta_file) fail(folder, "/meta.json: missing (run tools/golden/make_golden.py)");
   return GoldenFixture{folder, nlohmann::json::parse(meta_file), SafetensorsFile::open(folder + "/expected.safetensors")};

@@ -6,5 +6,6 @@ namespace moetune::cli {
 // Each returns the process exit status; bad input is thrown as moetune::Error, bad flags as UsageError.
 int train_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
+int bench_command(int argc, char** argv);
 
 }  // namespace moetune::cli

@@ -19,6 +19,7 @@ const char* kUsage =
     "commands:\n"
     "  train    train a model (a Hugging Face folder or the built-in tiny MoE) on token data\n"
     "  eval     loss and perplexity of a checkpoint on token data\n"
+    "  bench    training throughput of the CUDA engine on synthetic tokens (needs a GPU)\n"
     "\n"
     "Run `moetune <command> --help` for a command's options. With no options, `moetune train` trains the built-in\n"
     "tiny MoE on a generated corpus on the CPU.\n";
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
   try {
     if (std::strcmp(command, "train") == 0) return moetune::cli::train_command(argc - 2, argv + 2);
     if (std::strcmp(command, "eval") == 0) return moetune::cli::eval_command(argc - 2, argv + 2);
+    if (std::strcmp(command, "bench") == 0) return moetune::cli::bench_command(argc - 2, argv + 2);
     std::fprintf(stderr, "moetune: unknown command \"%s\"\n\n%s", command, kUsage);
     return 2;
   } catch (const moetune::cli::UsageError& error) {

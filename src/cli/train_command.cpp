@@ -105,6 +105,9 @@ int train_command(int argc, char** argv) {
   const uint64_t seed = static_cast<uint64_t>(args.integer("seed"));
   if (batch_size < 1 || seq_len < 2 || steps < 1 || grad_accum < 1)
     throw UsageError{"moetune train: --batch-size, --steps and --grad-accum must be >= 1 and --seq-len >= 2"};
+  const long eval_every = args.integer("eval-every");
+  if (eval_every < 1 || args.integer("warmup") < 0)
+    throw UsageError{"moetune train: --eval-every must be >= 1 and --warmup >= 0"};
   const DType save_dtype = parse_save_dtype(args.text("save-dtype"));
   const ExpertLayout save_layout = parse_layout(args.text("save-layout"));
   const fs::path output = args.text("output");
@@ -155,7 +158,6 @@ int train_command(int argc, char** argv) {
   Trainer trainer(model, options, batch_size, seq_len);
   BatchSampler sampler(train_data, batch_size, seed);
   MetricsLog metrics((output / "metrics.jsonl").string());
-  const long eval_every = args.integer("eval-every");
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
 
   ProgressLine progress(static_cast<int>(steps));

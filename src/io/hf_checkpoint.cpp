@@ -74,9 +74,16 @@ void save_hf_checkpoint(const std::string& folder, const ModelConfig& config, co
                         const float* params, const SaveOptions& options) {
   if (options.dtype != DType::F32 && options.dtype != DType::BF16 && options.dtype != DType::F16)
     fail("cannot save in dtype ", dtype_name(options.dtype), " (use F32, BF16 or F16)");
-  const fs::path target = fs::absolute(fs::path(folder)).lexically_normal();
+  fs::path target = fs::absolute(fs::path(folder)).lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/final/": the folder is "final", not ""
   const fs::path parent = target.parent_path();
   std::error_code error;
+  // Only a model folder (or an empty folder) is replaced; anything else at that path belongs to the user and stays.
+  if (fs::exists(target, error)) {
+    if (!fs::is_directory(target, error)) fail(target.string(), ": exists and is not a folder (not replacing it)");
+    if (!fs::is_empty(target, error) && !fs::exists(target / "config.json", error))
+      fail(target.string(), ": folder exists and is not a model folder (no config.json); not replacing it");
+  }
   fs::create_directories(parent, error);
   if (error) fail(parent.string(), ": cannot create output folder: ", error.message());
   const fs::path staging = parent / (target.filename().string() + ".tmp-" + std::to_string(::getpid()));

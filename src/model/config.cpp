@@ -127,20 +127,26 @@ void reject_unknown_fields(const json& object, const FamilyInfo& info, const std
   }
 }
 
-double read_rope_theta(const Fields& fields, const json& object) {
+// default_theta: the family's rope_theta when config.json gives none (Transformers: Mixtral 1e6, the others 1e4).
+double read_rope_theta(const Fields& fields, const json& object, double default_theta) {
   if (fields.has("partial_rotary_factor") && fields.number("partial_rotary_factor") != 1.0)
     fail(fields.origin(), ": field \"partial_rotary_factor\" other than 1.0 is not supported");
-  double theta = fields.number_or("rope_theta", 10000.0);
+  double theta = fields.number_or("rope_theta", default_theta);
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     if (!fields.has(key)) continue;
     const json& rope = object.at(key);
     if (!rope.is_object()) fail(fields.origin(), ": field \"", key, "\" must be an object, found ", rope.dump());
+    // The rope type first: for {"type": "yarn", "factor": 4} the error must name yarn, not the factor.
+    for (const char* name : {"rope_type", "type"}) {
+      if (!rope.contains(name)) continue;
+      const json& value = rope.at(name);
+      if (!value.is_string() || value.get<std::string>() != "default")
+        fail(fields.origin(), ": field \"", key, ".", name, "\" = ", value.dump(),
+             " is not supported (only \"default\" RoPE)");
+    }
     for (const auto& [name, value] : rope.items()) {
-      if (name == "rope_type" || name == "type") {
-        if (!value.is_string() || value.get<std::string>() != "default")
-          fail(fields.origin(), ": field \"", key, ".", name, "\" = ", value.dump(),
-               " is not supported (only \"default\" RoPE)");
-      } else if (name == "rope_theta") {
+      if (name == "rope_type" || name == "type") continue;  // checked above
+      if (name == "rope_theta") {
         if (!value.is_number()) fail(fields.origin(), ": field \"", key, ".rope_theta\" must be a number");
         theta = value.get<double>();
       } else {
@@ -184,7 +190,10 @@ void read_layer_kinds(const Fields& fields, const json& object, ModelConfig& con
 
 void read_attention(const Fields& fields, const json& object, ModelConfig& config) {
   config.num_heads = fields.integer("num_attention_heads");
-  config.num_kv_heads = fields.integer_or("num_key_value_heads", config.num_heads);
+  // Absent num_key_value_heads means num_attention_heads only in OlmoeConfig; Mixtral/Qwen*-MoE configs default to
+  // other numbers (8, 4, 16), so there the field is required rather than guessed.
+  config.num_kv_heads = config.family == Family::Olmoe ? fields.integer_or("num_key_value_heads", config.num_heads)
+                                                       : fields.integer("num_key_value_heads");
   if (config.num_heads == 0 || config.num_kv_heads == 0 || config.num_heads % config.num_kv_heads != 0)
     fail(fields.origin(), ": num_attention_heads (", config.num_heads, ") must be a positive multiple of num_key_value_heads (",
          config.num_kv_heads, ")");
@@ -202,7 +211,7 @@ void read_attention(const Fields& fields, const json& object, ModelConfig& confi
   if (config.head_dim % 2 != 0) fail(fields.origin(), ": head_dim must be even for RoPE, found ", config.head_dim);
   if (fields.number_or("attention_dropout", 0.0) != 0.0)
     fail(fields.origin(), ": field \"attention_dropout\" must be 0 (attention dropout is not supported)");
-  config.rope_theta = read_rope_theta(fields, object);
+  config.rope_theta = read_rope_theta(fields, object, config.family == Family::Mixtral ? 1e6 : 1e4);
 
   int window = 0;
   switch (config.family) {

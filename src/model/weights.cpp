@@ -10,14 +10,16 @@ namespace moetune {
 
 namespace {
 
-using Slot = std::function<void(const std::string& name, std::vector<int64_t> shape, float*& field)>;
+template <class T>
+using Slot = std::function<void(const std::string& name, std::vector<int64_t> shape, T*& field)>;
 
-void walk(const ModelConfig& c, ModelWeights& w, const Slot& slot) {
+template <class T>
+void walk(const ModelConfig& c, ModelParams<T>& w, const Slot<T>& slot) {
   const int64_t H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), D = c.head_dim;
   slot("model.embed_tokens.weight", {c.vocab_size, H}, w.embed);
   w.layers.resize(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
-    LayerWeights& L = w.layers[l];
+    LayerParams<T>& L = w.layers[l];
     const std::string p = str("model.layers.", l, ".");
     slot(p + "input_layernorm.weight", {H}, L.input_norm);
     slot(p + "self_attn.q_proj.weight", {Q, H}, L.q_proj);
@@ -65,7 +67,7 @@ void walk(const ModelConfig& c, ModelWeights& w, const Slot& slot) {
 
 ParamLayout::ParamLayout(const ModelConfig& config) : config_(config) {
   ModelWeights unused;
-  walk(config_, unused, [&](const std::string& name, std::vector<int64_t> shape, float*&) {
+  walk<float>(config_, unused, [&](const std::string& name, std::vector<int64_t> shape, float*&) {
     ParamInfo info;
     info.name = name;
     info.numel = 1;
@@ -84,13 +86,17 @@ const ParamInfo* ParamLayout::find(const std::string& name) const {
   return nullptr;
 }
 
-ModelWeights ParamLayout::bind(float* base) const {
-  ModelWeights weights;
+namespace {
+template <class T>
+ModelParams<T> bind_layout(const ModelConfig& config, const std::vector<ParamInfo>& params, T* base) {
+  ModelParams<T> weights;
   size_t index = 0;
-  walk(config_, weights, [&](const std::string&, std::vector<int64_t>, float*& field) {
-    field = base + params_[index++].offset;
-  });
+  walk<T>(config, weights, [&](const std::string&, std::vector<int64_t>, T*& field) { field = base + params[index++].offset; });
   return weights;
 }
+}  // namespace
+
+ModelWeights ParamLayout::bind(float* base) const { return bind_layout(config_, params_, base); }
+ModelWeights16 ParamLayout::bind16(uint16_t* base) const { return bind_layout(config_, params_, base); }
 
 }  // namespace moetune

@@ -13,39 +13,46 @@
 
 namespace moetune {
 
-struct LayerWeights {
-  float* input_norm = nullptr;  // (H)
-  float* q_proj = nullptr;      // (Q, H), Q = heads * head_dim
-  float* q_bias = nullptr;      // (Q) or null
-  float* k_proj = nullptr;      // (KV, H), KV = kv_heads * head_dim
-  float* k_bias = nullptr;      // (KV) or null
-  float* v_proj = nullptr;      // (KV, H)
-  float* v_bias = nullptr;      // (KV) or null
-  float* o_proj = nullptr;      // (H, Q)
-  float* o_bias = nullptr;      // (H) or null
-  float* q_norm = nullptr;      // (head_dim) per-head | (Q) full width | null
-  float* k_norm = nullptr;      // (head_dim) per-head | (KV) full width | null
-  float* post_norm = nullptr;   // (H)
+template <class T>
+struct LayerParams {
+  T* input_norm = nullptr;  // (H)
+  T* q_proj = nullptr;      // (Q, H), Q = heads * head_dim
+  T* q_bias = nullptr;      // (Q) or null
+  T* k_proj = nullptr;      // (KV, H), KV = kv_heads * head_dim
+  T* k_bias = nullptr;      // (KV) or null
+  T* v_proj = nullptr;      // (KV, H)
+  T* v_bias = nullptr;      // (KV) or null
+  T* o_proj = nullptr;      // (H, Q)
+  T* o_bias = nullptr;      // (H) or null
+  T* q_norm = nullptr;      // (head_dim) per-head | (Q) full width | null
+  T* k_norm = nullptr;      // (head_dim) per-head | (KV) full width | null
+  T* post_norm = nullptr;   // (H)
 
   // Sparse layers
-  float* router = nullptr;           // (E, H)
-  float* experts_gate_up = nullptr;  // (E, 2*I, H)
-  float* experts_down = nullptr;     // (E, H, I)
-  float* shared_gate_up = nullptr;   // (2*Is, H) or null
-  float* shared_down = nullptr;      // (H, Is) or null
-  float* shared_gate = nullptr;      // (1, H) or null
+  T* router = nullptr;           // (E, H)
+  T* experts_gate_up = nullptr;  // (E, 2*I, H)
+  T* experts_down = nullptr;     // (E, H, I)
+  T* shared_gate_up = nullptr;   // (2*Is, H) or null
+  T* shared_down = nullptr;      // (H, Is) or null
+  T* shared_gate = nullptr;      // (1, H) or null
 
   // Dense layers
-  float* mlp_gate_up = nullptr;  // (2*Id, H)
-  float* mlp_down = nullptr;     // (H, Id)
+  T* mlp_gate_up = nullptr;  // (2*Id, H)
+  T* mlp_down = nullptr;     // (H, Id)
 };
 
-struct ModelWeights {
-  float* embed = nullptr;       // (V, H)
-  std::vector<LayerWeights> layers;
-  float* final_norm = nullptr;  // (H)
-  float* lm_head = nullptr;     // (V, H); equals embed when tie_word_embeddings
+template <class T>
+struct ModelParams {
+  T* embed = nullptr;       // (V, H)
+  std::vector<LayerParams<T>> layers;
+  T* final_norm = nullptr;  // (H)
+  T* lm_head = nullptr;     // (V, H); equals embed when tie_word_embeddings
 };
+
+// fp32 parameters or gradients (CPU engine); the GPU engine binds the same layout to 16-bit storage.
+using LayerWeights = LayerParams<float>;
+using ModelWeights = ModelParams<float>;
+using ModelWeights16 = ModelParams<uint16_t>;
 
 struct ParamInfo {
   std::string name;            // Transformers v5 in-memory name where one exists (e.g. model.layers.0.mlp.experts.gate_up_proj)
@@ -62,8 +69,10 @@ class ParamLayout {
   const std::vector<ParamInfo>& params() const { return params_; }
   size_t total_floats() const { return total_; }
   const ParamInfo* find(const std::string& name) const;
-  // Points a ModelWeights into `base` (a buffer of total_floats()).
+  // Points a ModelWeights into `base` (a buffer of total_floats() elements).
   ModelWeights bind(float* base) const;
+  // The same layout over 16-bit elements (bf16 storage of the GPU engine).
+  ModelWeights16 bind16(uint16_t* base) const;
 
  private:
   ModelConfig config_;

@@ -8,7 +8,9 @@ namespace moetune::cpu {
 void adamw_update(float* params, const float* grads, float* exp_avg, float* exp_avg_sq, size_t count, const AdamWHyper& h,
                   bool weight_decay_on) {
   const float decay = weight_decay_on ? static_cast<float>(1.0 - h.lr * h.weight_decay) : 1.0f;
-  const float b1 = static_cast<float>(h.beta1), b2 = static_cast<float>(h.beta2);
+  // PyTorch forms 1 - beta from the Python double and rounds once; doing it in fp32 from a rounded beta is ~1e-5 off.
+  const float b2 = static_cast<float>(h.beta2);
+  const float one_minus_b1 = static_cast<float>(1.0 - h.beta1), one_minus_b2 = static_cast<float>(1.0 - h.beta2);
   const double bias_correction1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
   const double bias_correction2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
   const float step_size = static_cast<float>(h.lr / bias_correction1);
@@ -17,8 +19,8 @@ void adamw_update(float* params, const float* grads, float* exp_avg, float* exp_
   for (size_t i = 0; i < count; ++i) {
     const float g = grads[i];
     params[i] *= decay;
-    exp_avg[i] += (g - exp_avg[i]) * (1.0f - b1);
-    exp_avg_sq[i] = exp_avg_sq[i] * b2 + (1.0f - b2) * g * g;
+    exp_avg[i] += (g - exp_avg[i]) * one_minus_b1;
+    exp_avg_sq[i] = exp_avg_sq[i] * b2 + one_minus_b2 * g * g;
     const float denom = std::sqrt(exp_avg_sq[i]) / bias_correction2_sqrt + eps;
     params[i] -= step_size * exp_avg[i] / denom;
   }

@@ -1,0 +1,168 @@
+// Why: `moetune bench`: training throughput of the CUDA engine on synthetic tokens, from a named geometry or a
+// config.json, with random weights: tokens/s, model TFLOP/s (train/flops.h), MFU against the bf16 matrix peak measured
+// in the same run, device memory, and where the step time goes (CUDA events per phase).
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "model/geometries.h"
+#include "train/flops.h"
+
+#ifdef MOETUNE_HAVE_CUDA
+#include "gpu/gpu_trainer.h"
+#include "ops/cuda/device_buffer.h"
+#include "ops/cuda/gemm.h"
+#endif
+
+namespace moetune::cli {
+
+namespace {
+
+Args bench_args() {
+  return Args("bench", "Measures training throughput on the GPU (bf16, synthetic tokens, random weights).",
+              {
+                  {"geometry", "NAME", "qwen3-30b-a3b-slice", "qwen3-30b-a3b-slice, qwen3-30b-a3b, olmoe-1b-7b or tiny"},
+                  {"config", "PATH", "", "a config.json (or a folder holding one) instead of --geometry"},
+                  {"layers", "N", "0", "override the number of layers (0: the geometry's)"},
+                  {"seq-len", "N", "4096", "tokens per sequence"},
+                  {"batch-size", "N", "1", "sequences per step"},
+                  {"warmup", "N", "2", "steps before timing"},
+                  {"steps", "N", "5", "timed steps"},
+                  {"recipe", "bf16|mixed", "bf16", "bf16: bf16 params/grads/AdamW states; mixed: fp32 master weights and states"},
+                  {"lr", "X", "1e-5", "learning rate"},
+                  {"max-grad-norm", "X", "0", "gradient clipping (0: off, as in the baseline)"},
+                  {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
+                  {"json", "FILE", "", "also write the results as JSON to FILE"},
+              });
+}
+
+}  // namespace
+
+int bench_command(int argc, char** argv) {
+  Args args = bench_args();
+  if (!args.parse(argc, argv)) return 0;
+#ifndef MOETUNE_HAVE_CUDA
+  fail("this moetune was built without CUDA; bench needs the CUDA backend");
+#else
+  ModelConfig config;
+  if (args.given("config")) {
+    std::string path = args.text("config");
+    if (std::filesystem::is_directory(path)) path += "/config.json";
+    std::ifstream file(path);
+    if (!file) fail(path, ": cannot open");
+    nlohmann::json json;
+    try {
+      json = nlohmann::json::parse(file);
+    } catch (const nlohmann::json::exception& error) {
+      fail(path, ": not valid JSON: ", error.what());
+    }
+    if (args.integer("layers") > 0) json["num_hidden_layers"] = args.integer("layers");
+    config = parse_config(json, path);
+  } else {
+    config = named_geometry(args.text("geometry"), static_cast<int>(args.integer("layers")));
+  }
+  const int seq_len = static_cast<int>(args.integer("seq-len"));
+  const int batch_size = static_cast<int>(args.integer("batch-size"));
+  const int warmup = static_cast<int>(args.integer("warmup")), steps = static_cast<int>(args.integer("steps"));
+  if (seq_len < 2 || batch_size < 1 || warmup < 0 || steps < 1)
+    throw UsageError{"moetune bench: --seq-len >= 2, --batch-size >= 1, --warmup >= 0, --steps >= 1"};
+  const cuda::Recipe recipe = cuda::parse_recipe(args.text("recipe"));
+
+  size_t free_start = 0, total_memory = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_start, &total_memory));
+
+  // The bf16 matrix peak of this GPU, measured now (8192^3 GEMMs).
+  double peak_tflops = 0.0;
+  {
+    const int n = 8192;
+    cuda::DeviceBuffer<cuda::bf16> a(static_cast<size_t>(n) * n), b(static_cast<size_t>(n) * n), c(static_cast<size_t>(n) * n);
+    a.zero();
+    b.zero();
+    cuda::Gemm gemm(nullptr);
+    for (int i = 0; i < 3; ++i) gemm.matmul(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n, false);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto start = std::chrono::steady_clock::now();
+    const int reps = 20;
+    for (int i = 0; i < reps; ++i) gemm.matmul(false, true, n, n, n, a.data(), n, b.data(), n, c.data(), n, false);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    peak_tflops = 2.0 * n * static_cast<double>(n) * n * reps / seconds / 1e12;
+  }
+
+  TrainOptions options;
+  options.lr = args.number("lr");
+  options.total_steps = warmup + steps;
+  options.schedule = Schedule::Constant;
+  options.max_grad_norm = args.number("max-grad-norm");
+  const std::string aux = args.text("aux-loss");
+  options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
+
+  std::fprintf(stderr, "bench: %s, %d layers, seq %d x batch %d, recipe %s; building...\n", config.architecture.c_str(),
+               config.num_layers, seq_len, batch_size, cuda::recipe_name(recipe));
+  cuda::GpuTrainer trainer(config, nullptr, options, recipe, batch_size, seq_len, 1);
+
+  std::mt19937_64 generator(7);
+  Batch batch;
+  batch.batch_size = batch_size;
+  batch.seq_len = seq_len;
+  for (int i = 0; i < batch_size * seq_len; ++i) batch.input_ids.push_back(static_cast<int32_t>(generator() % config.vocab_size));
+  batch.labels = batch.input_ids;
+
+  for (int s = 0; s < warmup; ++s) trainer.step(batch);
+  trainer.engine().enable_timing(true);
+  trainer.engine().reset_timing();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto start = std::chrono::steady_clock::now();
+  double last_loss = 0.0;
+  for (int s = 0; s < steps; ++s) last_loss = trainer.step(batch).loss;
+  const auto phases = trainer.engine().phase_ms();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  size_t free_end = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_end, &total_memory));
+
+  const double tokens = static_cast<double>(steps) * batch_size * seq_len;
+  const double tokens_per_s = tokens / seconds;
+  const double flops_per_token = training_flops_per_token(config, seq_len);
+  const double tflops = tokens_per_s * flops_per_token / 1e12;
+  const double used_gib = static_cast<double>(free_start - free_end) / (1 << 30);
+  std::printf("model        %s, %d layers, %.2f B parameters, %.2f GFLOP/token (train)\n", config.architecture.c_str(),
+              config.num_layers, trainer.layout().total_floats() / 1e9, flops_per_token / 1e9);
+  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, loss %.4f\n", seq_len, batch_size,
+              cuda::recipe_name(recipe), options.aux_loss ? "on" : "off", last_loss);
+  std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
+              tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
+  std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
+              "%.1f, workspace %.1f GiB)\n",
+              used_gib, trainer.parameter_bytes() / 1073741824.0, trainer.gradient_bytes() / 1073741824.0,
+              trainer.optimizer_bytes() / 1073741824.0, trainer.engine().activation_bytes() / 1073741824.0,
+              trainer.engine().workspace_bytes() / 1073741824.0);
+  double phase_total = 0.0;
+  for (double ms : phases) phase_total += ms;
+  std::printf("breakdown    (ms per step)");
+  nlohmann::json breakdown;
+  for (int p = 0; p < static_cast<int>(cuda::Phase::Count); ++p) {
+    const double per_step = phases[p] / steps;
+    std::printf("  %s %.1f", cuda::phase_name(static_cast<cuda::Phase>(p)), per_step);
+    breakdown[cuda::phase_name(static_cast<cuda::Phase>(p))] = per_step;
+  }
+  std::printf("  | total %.1f\n", phase_total / steps);
+  if (args.given("json")) {
+    const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)},
+                                   {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
+                                   {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
+                                   {"loss", last_loss}, {"breakdown_ms", breakdown}};
+    std::ofstream(args.text("json")) << result.dump(2) << "\n";
+  }
+  return 0;
+#endif
+}
+
+}  // namespace moetune::cli

@@ -1,0 +1,317 @@
+// Why: see gpu_engine.h. The structure mirrors model/cpu_engine.cpp, cpu_attention.cpp and cpu_mlp.cpp line by line,
+// so the two can be read side by side; the differences are bf16 storage, fused kernels and the chunked loss.
+#include "gpu/gpu_engine.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gpu/elementwise.h"
+#include "gpu/gpu_engine_internal.h"
+#include "ops/cuda/cross_entropy.h"
+#include "ops/cuda/embedding.h"
+#include "ops/cuda/moe_permute.h"
+#include "ops/cuda/rmsnorm.h"
+#include "ops/cuda/rope.h"
+#include "ops/cuda/router.h"
+#include "ops/cuda/swiglu.h"
+
+namespace moetune::cuda {
+
+namespace {
+
+constexpr int kLossChunkRows = 1024;  // rows of logits materialised at once by the LM head
+
+// Bump allocation over one device block; the measuring pass (base == nullptr) only adds up sizes.
+struct Carver {
+  char* base = nullptr;
+  size_t used = 0;
+  template <class T>
+  T* take(size_t count) {
+    used = (used + 255) / 256 * 256;
+    T* pointer = base ? reinterpret_cast<T*>(base + used) : nullptr;
+    used += count * sizeof(T);
+    return pointer;
+  }
+};
+
+template <class T>
+T* cast16(uint16_t* p) {
+  return reinterpret_cast<T*>(p);
+}
+
+}  // namespace
+
+GpuWeights as_bf16(const ModelWeights16& w) {
+  GpuWeights out;
+  out.embed = cast16<bf16>(w.embed);
+  out.final_norm = cast16<bf16>(w.final_norm);
+  out.lm_head = cast16<bf16>(w.lm_head);
+  for (const LayerParams<uint16_t>& l : w.layers) {
+    LayerParams<bf16> g;
+    g.input_norm = cast16<bf16>(l.input_norm);
+    g.q_proj = cast16<bf16>(l.q_proj);
+    g.q_bias = cast16<bf16>(l.q_bias);
+    g.k_proj = cast16<bf16>(l.k_proj);
+    g.k_bias = cast16<bf16>(l.k_bias);
+    g.v_proj = cast16<bf16>(l.v_proj);
+    g.v_bias = cast16<bf16>(l.v_bias);
+    g.o_proj = cast16<bf16>(l.o_proj);
+    g.o_bias = cast16<bf16>(l.o_bias);
+    g.q_norm = cast16<bf16>(l.q_norm);
+    g.k_norm = cast16<bf16>(l.k_norm);
+    g.post_norm = cast16<bf16>(l.post_norm);
+    g.router = cast16<bf16>(l.router);
+    g.experts_gate_up = cast16<bf16>(l.experts_gate_up);
+    g.experts_down = cast16<bf16>(l.experts_down);
+    g.shared_gate_up = cast16<bf16>(l.shared_gate_up);
+    g.shared_down = cast16<bf16>(l.shared_down);
+    g.shared_gate = cast16<bf16>(l.shared_gate);
+    g.mlp_gate_up = cast16<bf16>(l.mlp_gate_up);
+    g.mlp_down = cast16<bf16>(l.mlp_down);
+    out.layers.push_back(g);
+  }
+  return out;
+}
+
+const char* phase_name(Phase phase) {
+  static const char* names[] = {"attention", "router", "permute", "expert GEMMs", "other GEMMs", "loss", "optimizer", "other"};
+  return names[static_cast<int>(phase)];
+}
+
+GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream)
+    : config_(config), batch_(batch), seq_len_(seq_len), tokens_(batch * seq_len), stream_(stream), gemm_(stream),
+      attention_(stream) {
+  const ModelConfig& c = config_;
+  if (c.attention_bias || c.o_proj_bias) fail("the CUDA backend does not support attention biases yet (", c.model_type, ")");
+  if (c.clip_qkv > 0) fail("the CUDA backend does not support clip_qkv yet");
+  if (c.has_shared_expert()) fail("the CUDA backend does not support shared experts (Qwen2-MoE) yet");
+  if (c.num_experts > kMoeMaxExperts || c.top_k > kMoeMaxTopK)
+    fail("the CUDA backend supports at most ", kMoeMaxExperts, " experts and top-", kMoeMaxTopK);
+  layers_.resize(c.num_layers);
+  b_ = std::make_unique<Buffers>();
+  carve(false);
+  CUDA_CHECK(cudaMalloc(&activation_block_, activation_bytes_));
+  CUDA_CHECK(cudaMalloc(&workspace_block_, workspace_bytes_));
+  carve(true);
+  CUDA_CHECK(cudaMallocHost(&b_->host_offsets_pinned, sizeof(int32_t) * (c.num_experts + 1)));
+  CUDA_CHECK(cudaMallocHost(&b_->host_scalars_pinned, sizeof(float) * 2));
+  std::vector<int32_t> positions(tokens_);
+  for (int t = 0; t < tokens_; ++t) positions[t] = t % seq_len_;
+  CUDA_CHECK(cudaMemcpy(b_->positions, positions.data(), sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice));
+  for (int l = 0; l < c.num_layers; ++l) {
+    attention_.prepare({batch_, seq_len_, c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window[l],
+                        static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))});
+  }
+}
+
+GpuEngine::~GpuEngine() {
+  for (cudaEvent_t event : event_pool_) cudaEventDestroy(event);
+  for (auto& mark : marks_) cudaEventDestroy(mark.second);
+  cudaFreeHost(b_->host_offsets_pinned);
+  cudaFreeHost(b_->host_scalars_pinned);
+  cudaFree(activation_block_);
+  cudaFree(workspace_block_);
+}
+
+void GpuEngine::carve(bool allocate) {
+  const ModelConfig& c = config_;
+  const size_t N = tokens_, H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), E = c.num_experts, K = c.top_k;
+  const size_t rows = N * K, I = c.moe_intermediate_size, Id = c.dense_intermediate_size, V = c.vocab_size;
+  const size_t q_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_heads : N;
+  const size_t k_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_kv_heads : N;
+  Carver act{allocate ? static_cast<char*>(activation_block_) : nullptr};
+  Carver ws{allocate ? static_cast<char*>(workspace_block_) : nullptr};
+  Buffers& b = *b_;
+  b.ids = act.take<int32_t>(N);
+  b.targets = act.take<int32_t>(N);
+  b.positions = act.take<int32_t>(N);
+  for (int l = 0; l < c.num_layers; ++l) {
+    Layer& a = layers_[l];
+    a.input = act.take<bf16>(N * H);
+    a.norm1 = act.take<bf16>(N * H);
+    a.rstd1 = act.take<float>(N);
+    a.q_proj = act.take<bf16>(N * Q);
+    a.k_proj = act.take<bf16>(N * KV);
+    a.q = act.take<bf16>(N * Q);
+    a.k = act.take<bf16>(N * KV);
+    a.v = act.take<bf16>(N * KV);
+    a.q_rstd = act.take<float>(q_norm_rows);
+    a.k_rstd = act.take<float>(k_norm_rows);
+    a.attn_out = act.take<bf16>(N * Q);
+    a.stats = act.take<float>(N * c.num_heads);
+    a.mid = act.take<bf16>(N * H);
+    a.norm2 = act.take<bf16>(N * H);
+    a.rstd2 = act.take<float>(N);
+    if (c.layer_is_sparse[l]) {
+      a.router_logits = act.take<float>(N * E);
+      a.probs = act.take<float>(N * E);
+      a.top_index = act.take<int32_t>(N * K);
+      a.top_weight = act.take<float>(N * K);
+      a.offsets = act.take<int32_t>(E + 1);
+      a.row_token = act.take<int32_t>(rows);
+      a.row_slot = act.take<int32_t>(rows);
+      a.token_slot_row = act.take<int32_t>(rows);
+      a.gathered = act.take<bf16>(rows * H);
+      a.gate_up = act.take<bf16>(rows * 2 * I);
+      a.act = act.take<bf16>(rows * I);
+      a.expert_out = act.take<bf16>(rows * H);
+    } else {
+      a.gate_up = act.take<bf16>(N * 2 * Id);
+      a.act = act.take<bf16>(N * Id);
+    }
+  }
+  b.final_input = act.take<bf16>(N * H);
+  b.final_norm = act.take<bf16>(N * H);
+  b.final_rstd = act.take<float>(N);
+  b.row_loss = act.take<float>(N);
+  b.loss_sum = act.take<float>(1);
+  b.pick_counts = act.take<float>(E);
+  b.prob_sums = act.take<float>(E);
+  b.aux = act.take<float>(1);
+  b.d_probs_extra = act.take<float>(E);
+
+  b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
+  b.balance_scratch = ws.take<float>(router_balance_scratch_floats(tokens_, c.num_experts));
+  b.routing_scratch = ws.take<char>(moe_routing_scratch_bytes(tokens_, c.num_experts, c.top_k));
+  b.mlp_out = ws.take<bf16>(N * H);
+  b.d_stream = ws.take<bf16>(N * H);
+  b.d_mid = ws.take<bf16>(N * H);
+  b.d_norm = ws.take<bf16>(N * H);
+  b.d_tmp = ws.take<bf16>(N * H);
+  b.d_final_norm = ws.take<bf16>(N * H);
+  b.d_attn = ws.take<bf16>(N * Q);
+  b.d_q = ws.take<bf16>(N * Q);
+  b.d_k = ws.take<bf16>(N * KV);
+  b.d_v = ws.take<bf16>(N * KV);
+  b.d_rows = ws.take<bf16>(rows * H);
+  b.d_act = ws.take<bf16>(std::max(rows * I, N * Id));
+  b.d_gate_up = ws.take<bf16>(std::max(rows * 2 * I, N * 2 * Id));
+  b.d_top_weight = ws.take<float>(N * K);
+  b.d_router_logits = ws.take<float>(N * E);
+  b.d_router_logits16 = ws.take<bf16>(N * E);
+  b.norm_grad = ws.take<float>(std::max({H, Q, KV}));
+  b.norm_scratch = ws.take<float>(std::max(rmsnorm_backward_scratch_floats(static_cast<int>(q_norm_rows), static_cast<int>(std::max<size_t>(Q, c.head_dim))),
+                                           rmsnorm_backward_scratch_floats(tokens_, static_cast<int>(H))));
+  b.embed_grad = ws.take<float>(V * H);
+  activation_bytes_ = act.used;
+  workspace_bytes_ = ws.used;
+}
+
+void GpuEngine::set_batch(const int32_t* input_ids, const int32_t* labels) {
+  host_targets_.assign(tokens_, -100);
+  for (int row = 0; row < batch_; ++row)
+    for (int t = 0; t + 1 < seq_len_; ++t) host_targets_[row * seq_len_ + t] = labels[row * seq_len_ + t + 1];
+  CUDA_CHECK(cudaMemcpyAsync(b_->ids, input_ids, sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(b_->targets, host_targets_.data(), sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // host_targets_ may be rewritten by the next call
+}
+
+void GpuEngine::mark(Phase phase) {
+  if (!timing_) return;
+  cudaEvent_t event;
+  if (event_pool_.empty()) {
+    CUDA_CHECK(cudaEventCreate(&event));
+  } else {
+    event = event_pool_.back();
+    event_pool_.pop_back();
+  }
+  CUDA_CHECK(cudaEventRecord(event, stream_));
+  marks_.emplace_back(phase, event);
+}
+
+std::array<double, static_cast<int>(Phase::Count)> GpuEngine::phase_ms() {
+  mark(Phase::Other);  // closes the interval that is open now
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i + 1 < marks_.size(); ++i) {
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, marks_[i].second, marks_[i + 1].second));
+    phase_ms_[static_cast<int>(marks_[i].first)] += ms;
+  }
+  if (!marks_.empty()) {
+    for (size_t i = 0; i + 1 < marks_.size(); ++i) event_pool_.push_back(marks_[i].second);
+    marks_.erase(marks_.begin(), marks_.end() - 1);  // the last mark opens the next interval
+  }
+  return phase_ms_;
+}
+
+void GpuEngine::reset_timing() {
+  phase_ms();
+  phase_ms_.fill(0.0);
+}
+
+void GpuEngine::add_norm_grad(bf16* grad, int cols) {
+  accumulate_f32_into_bf16(grad, b_->norm_grad, static_cast<size_t>(cols), stream_);
+}
+
+void GpuEngine::run(const GpuWeights& w, const GpuWeights* g, float ce_scale, float aux_scale) {
+  const ModelConfig& c = config_;
+  Buffers& b = *b_;
+  const size_t NH = static_cast<size_t>(tokens_) * c.hidden_size;
+  mark(Phase::Other);
+  CUDA_CHECK(cudaMemsetAsync(b.pick_counts, 0, sizeof(float) * c.num_experts, stream_));
+  CUDA_CHECK(cudaMemsetAsync(b.prob_sums, 0, sizeof(float) * c.num_experts, stream_));
+  embedding_forward(layers_[0].input, b.ids, w.embed, tokens_, c.hidden_size, stream_);
+  for (int l = 0; l < c.num_layers; ++l) {
+    attention_forward(l, w);
+    mlp_forward(l, w);
+  }
+  mark(Phase::Router);
+  const double balance_rows = static_cast<double>(tokens_) * c.num_sparse_layers();
+  if (balance_rows > 0)
+    router_balance_loss_and_grad(b.aux, b.d_probs_extra, b.pick_counts, b.prob_sums, balance_rows, c.num_experts,
+                                 aux_scale, stream_);
+  head_forward_backward(w, g, ce_scale);
+  if (!g) return;
+  for (int l = c.num_layers - 1; l >= 0; --l) {
+    mlp_backward(l, w, *g);
+    attention_backward(l, w, *g);
+  }
+  mark(Phase::Other);
+  CUDA_CHECK(cudaMemsetAsync(b.embed_grad, 0, sizeof(float) * c.vocab_size * c.hidden_size, stream_));
+  embedding_backward(b.embed_grad, b.d_stream, b.ids, tokens_, c.hidden_size, c.padding_idx, stream_);
+  accumulate_f32_into_bf16(g->embed, b.embed_grad, static_cast<size_t>(c.vocab_size) * c.hidden_size, stream_);
+  (void)NH;
+}
+
+GpuLoss GpuEngine::loss() {
+  Buffers& b = *b_;
+  CUDA_CHECK(cudaMemcpyAsync(&b.host_scalars_pinned[0], b.loss_sum, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(&b.host_scalars_pinned[1], b.aux, sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  GpuLoss result;
+  result.ce_sum = b.host_scalars_pinned[0];
+  for (int32_t target : host_targets_) result.counted += target != -100;
+  result.aux = config_.num_sparse_layers() > 0 ? b.host_scalars_pinned[1] : 0.0;
+  return result;
+}
+
+void GpuEngine::head_forward_backward(const GpuWeights& w, const GpuWeights* g, float ce_scale) {
+  const ModelConfig& c = config_;
+  Buffers& b = *b_;
+  const int H = c.hidden_size, V = c.vocab_size;
+  mark(Phase::Other);
+  rmsnorm_forward(b.final_norm, b.final_rstd, b.final_input, w.final_norm, tokens_, H, c.rms_norm_eps, stream_);
+  for (int begin = 0; begin < tokens_; begin += kLossChunkRows) {
+    const int rows = std::min(kLossChunkRows, tokens_ - begin);
+    const bf16* x = b.final_norm + static_cast<size_t>(begin) * H;
+    mark(Phase::OtherGemm);
+    gemm_.linear_forward(b.logits_chunk, x, w.lm_head, rows, H, V);
+    mark(Phase::Loss);
+    cross_entropy_forward_backward(b.logits_chunk, b.row_loss + begin, b.targets + begin, rows, V, ce_scale, stream_);
+    if (g) {
+      mark(Phase::OtherGemm);
+      gemm_.linear_backward(b.d_final_norm + static_cast<size_t>(begin) * H, g->lm_head, b.logits_chunk, x, w.lm_head,
+                            rows, H, V);
+    }
+  }
+  mark(Phase::Loss);
+  sum_floats(b.row_loss, tokens_, b.loss_sum, stream_);
+  if (!g) return;
+  mark(Phase::Other);
+  CUDA_CHECK(cudaMemsetAsync(b.norm_grad, 0, sizeof(float) * H, stream_));
+  rmsnorm_backward(b.d_stream, b.norm_grad, b.d_final_norm, b.final_input, w.final_norm, b.final_rstd, tokens_, H,
+                   b.norm_scratch, stream_);
+  add_norm_grad(g->final_norm, H);
+}
+
+}  // namespace moetune::cuda

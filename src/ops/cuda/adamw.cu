@@ -1,0 +1,190 @@
+// Why: see adamw.h. The optimizer kernel cuts the flat buffer into tiles of kTile elements, one block each; a block
+// binary-searches the first span that reaches its tile, then walks the spans overlapping it (usually one), so the cost
+// of the span list is one short search per block rather than per element. The coefficients that depend only on the
+// step are computed on the host exactly as the CPU twin computes them.
+#include "ops/cuda/adamw.h"
+
+#include <cmath>
+
+namespace moetune::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr size_t kTile = 8 * kThreads;
+constexpr int kNormBlocks = 1024;
+constexpr int kNormThreads = 256;
+
+struct Coefficients {
+  float decay, beta2, one_minus_beta1, one_minus_beta2, step_size, bias_correction2_sqrt, eps, grad_scale;
+};
+
+Coefficients coefficients(const AdamWHyper& h, float grad_scale) {  // as in cpu::adamw_update
+  const double bias_correction1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
+  const double bias_correction2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
+  return {static_cast<float>(1.0 - h.lr * h.weight_decay), static_cast<float>(h.beta2),
+          static_cast<float>(1.0 - h.beta1), static_cast<float>(1.0 - h.beta2),
+          static_cast<float>(h.lr / bias_correction1), static_cast<float>(std::sqrt(bias_correction2)),
+          static_cast<float>(h.eps), grad_scale};
+}
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store(float* p, float x) { *p = x; }
+__device__ __forceinline__ void store(bf16* p, float x) { *p = __float2bfloat16(x); }
+
+// One element, in cpu::adamw_update's order, each operation rounded on its own.
+__device__ __forceinline__ void adamw_element(float& p, float& m, float& v, float g, float decay, const Coefficients& c) {
+  p = __fmul_rn(p, decay);
+  m = __fadd_rn(m, __fmul_rn(__fsub_rn(g, m), c.one_minus_beta1));
+  v = __fadd_rn(__fmul_rn(v, c.beta2), __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
+  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.bias_correction2_sqrt), c.eps);
+  p = __fsub_rn(p, __fdiv_rn(__fmul_rn(c.step_size, m), denom));
+}
+
+// Eight consecutive elements through 16-byte loads and stores (the pointers are 16-byte aligned at 8-element chunks).
+__device__ __forceinline__ void load8(const bf16* p, float* out) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const bf16* h = reinterpret_cast<const bf16*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) out[j] = __bfloat162float(h[j]);
+}
+__device__ __forceinline__ void load8(const float* p, float* out) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+__device__ __forceinline__ void store8(bf16* p, const float* in) {
+  uint4 raw;
+  bf16* h = reinterpret_cast<bf16*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) h[j] = __float2bfloat16(in[j]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+__device__ __forceinline__ void store8(float* p, const float* in) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(in[0], in[1], in[2], in[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(in[4], in[5], in[6], in[7]);
+}
+
+// master == nullptr: params hold the state (bf16 variant); else master holds it and params get its bf16 copy.
+// Thread t of a block owns the 8-element chunk tile_begin + 8t; a chunk inside one span takes the vector path, a chunk
+// cut by a span boundary the scalar one.
+template <class State>
+__global__ void adamw_kernel(bf16* params, float* master, const bf16* grads, State* m, State* v,
+                             const AdamWSpan* spans, int span_count, size_t total, Coefficients c) {
+  const size_t tile_begin = blockIdx.x * kTile;
+  const size_t tile_end = min(total, tile_begin + kTile);
+  const size_t chunk = tile_begin + 8 * static_cast<size_t>(threadIdx.x);
+  int lo = 0, hi = span_count;  // first span ending after tile_begin
+  while (lo < hi) {
+    const int mid = (lo + hi) / 2;
+    if (spans[mid].offset + spans[mid].count <= tile_begin) lo = mid + 1;
+    else hi = mid;
+  }
+  for (int s = lo; s < span_count && spans[s].offset < tile_end; ++s) {
+    const AdamWSpan span = spans[s];
+    const size_t begin = max(chunk, span.offset), end = min(min(tile_end, chunk + 8), span.offset + span.count);
+    if (begin >= end) continue;
+    const float decay = span.decay ? c.decay : 1.0f;
+    if (begin == chunk && end == chunk + 8) {
+      float p[8], mi[8], vi[8], g[8];
+      if (master) load8(master + chunk, p);
+      else load8(params + chunk, p);
+      load8(m + chunk, mi);
+      load8(v + chunk, vi);
+      load8(grads + chunk, g);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) adamw_element(p[j], mi[j], vi[j], __fmul_rn(g[j], c.grad_scale), decay, c);
+      if (master) store8(master + chunk, p);
+      store8(params + chunk, p);
+      store8(m + chunk, mi);
+      store8(v + chunk, vi);
+      continue;
+    }
+    for (size_t i = begin; i < end; ++i) {
+      float p = master ? master[i] : __bfloat162float(params[i]);
+      float mi = to_float(m[i]), vi = to_float(v[i]);
+      adamw_element(p, mi, vi, __fmul_rn(__bfloat162float(grads[i]), c.grad_scale), decay, c);
+      if (master) master[i] = p;
+      params[i] = __float2bfloat16(p);
+      store(m + i, mi);
+      store(v + i, vi);
+    }
+  }
+}
+
+__device__ float block_sum(float v) {
+  __shared__ float partial[32];
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : 0.0f;
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <class T>
+__global__ void sum_squares_partial_kernel(float* partial, const T* values, size_t count) {
+  float sum = 0.0f;
+  const size_t chunks = count / 8;  // 8-element chunks through 16-byte loads, then the tail
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < chunks;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float x[8];
+    load8(values + 8 * i, x);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sum += x[j] * x[j];
+  }
+  for (size_t i = 8 * chunks + blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float x = to_float(values[i]);
+    sum += x * x;
+  }
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+__global__ void sum_partials_kernel(float* result, const float* partial, int count) {
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) sum += partial[i];
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) *result = sum;
+}
+
+template <class T>
+void launch_grad_norm(const T* grads, size_t count, float* result_device, float* scratch, cudaStream_t stream) {
+  sum_squares_partial_kernel<T><<<kNormBlocks, kNormThreads, 0, stream>>>(scratch, grads, count);
+  CUDA_CHECK_LAUNCH("sum_squares_partial_kernel");
+  sum_partials_kernel<<<1, kNormBlocks, 0, stream>>>(result_device, scratch, kNormBlocks);
+  CUDA_CHECK_LAUNCH("sum_partials_kernel");
+}
+
+unsigned tiles(size_t total) { return static_cast<unsigned>((total + kTile - 1) / kTile); }
+
+}  // namespace
+
+void adamw_bf16(bf16* params, const bf16* grads, bf16* m, bf16* v, const AdamWSpan* spans_device, int span_count,
+                size_t total, AdamWHyper h, float grad_scale, cudaStream_t stream) {
+  if (total == 0 || span_count <= 0) return;
+  adamw_kernel<bf16><<<tiles(total), kThreads, 0, stream>>>(params, nullptr, grads, m, v, spans_device, span_count,
+                                                            total, coefficients(h, grad_scale));
+  CUDA_CHECK_LAUNCH("adamw_kernel<bf16>");
+}
+
+void adamw_master(bf16* params, float* master, const bf16* grads, float* m, float* v, const AdamWSpan* spans_device,
+                  int span_count, size_t total, AdamWHyper h, float grad_scale, cudaStream_t stream) {
+  if (total == 0 || span_count <= 0) return;
+  adamw_kernel<float><<<tiles(total), kThreads, 0, stream>>>(params, master, grads, m, v, spans_device, span_count,
+                                                             total, coefficients(h, grad_scale));
+  CUDA_CHECK_LAUNCH("adamw_kernel<float>");
+}
+
+size_t grad_norm_scratch_floats() { return kNormBlocks; }
+
+void grad_norm_squared(const bf16* grads, size_t count, float* result_device, float* scratch, cudaStream_t stream) {
+  launch_grad_norm(grads, count, result_device, scratch, stream);
+}
+
+void grad_norm_squared(const float* grads, size_t count, float* result_device, float* scratch, cudaStream_t stream) {
+  launch_grad_norm(grads, count, result_device, scratch, stream);
+}
+
+}  // namespace moetune::cuda

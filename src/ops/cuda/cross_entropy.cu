@@ -1,0 +1,95 @@
+// Why: see cross_entropy.h. Each thread keeps a running (max, sum of exp(x - max)) over its strided logits, the pairs
+// are merged across the block, and a second pass over the row (L2-resident: 300 KB at V = 152k) writes the gradient in
+// place. The target logit is read before the first barrier, so no thread can have overwritten it yet.
+#include "ops/cuda/cross_entropy.h"
+
+#include <cmath>
+
+namespace moetune::cuda {
+namespace {
+
+constexpr int kThreads = 1024;
+
+struct MaxSum {
+  float max, sum;  // sum of exp(x - max); an empty set is (-inf, 0)
+};
+
+__device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
+  if (a.max == -INFINITY) return b;
+  if (b.max == -INFINITY) return a;
+  const float m = fmaxf(a.max, b.max);
+  return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
+}
+
+__device__ MaxSum block_merge(MaxSum v) {
+  __shared__ MaxSum partial[32];
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = merge(v, {__shfl_xor_sync(0xffffffffu, v.max, offset), __shfl_xor_sync(0xffffffffu, v.sum, offset)});
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : MaxSum{-INFINITY, 0.0f};
+  for (int offset = 16; offset > 0; offset >>= 1)
+    v = merge(v, {__shfl_xor_sync(0xffffffffu, v.max, offset), __shfl_xor_sync(0xffffffffu, v.sum, offset)});
+  return v;
+}
+
+__global__ void cross_entropy_kernel(bf16* logits_inout, float* row_loss, const int32_t* targets, int vocab,
+                                     float grad_scale) {
+  bf16* row = logits_inout + static_cast<size_t>(blockIdx.x) * vocab;
+  const int32_t target = targets[blockIdx.x];
+  if (target < 0 || target >= vocab) {  // ignored row (uniform across the block: no barrier is skipped by a few)
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) row[i] = __float2bfloat16(0.0f);
+    if (threadIdx.x == 0) row_loss[blockIdx.x] = 0.0f;
+    return;
+  }
+  const float target_logit = __bfloat162float(row[target]);  // before any write to the row
+  MaxSum stats{-INFINITY, 0.0f};
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float x = __bfloat162float(row[i]);
+    if (x > stats.max) {
+      stats.sum = stats.sum * expf(stats.max - x) + 1.0f;
+      stats.max = x;
+    } else {
+      stats.sum += expf(x - stats.max);
+    }
+  }
+  stats = block_merge(stats);
+  if (threadIdx.x == 0) row_loss[blockIdx.x] = logf(stats.sum) + stats.max - target_logit;
+  const float inv_sum = 1.0f / stats.sum;
+  for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float p = expf(__bfloat162float(row[i]) - stats.max) * inv_sum;
+    row[i] = __float2bfloat16(grad_scale * p - (i == target ? grad_scale : 0.0f));
+  }
+}
+
+__global__ void sum_floats_kernel(float* result, const float* values, int count) {
+  __shared__ float partial[32];
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) sum += values[i];
+  for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) partial[warp] = sum;
+  __syncthreads();
+  if (warp == 0) {
+    sum = lane < static_cast<int>(blockDim.x >> 5) ? partial[lane] : 0.0f;
+    for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+    if (lane == 0) *result = sum;
+  }
+}
+
+}  // namespace
+
+void cross_entropy_forward_backward(bf16* logits_inout, float* row_loss, const int32_t* targets, int rows, int vocab,
+                                    float grad_scale, cudaStream_t stream) {
+  if (rows <= 0 || vocab <= 0) return;
+  cross_entropy_kernel<<<rows, kThreads, 0, stream>>>(logits_inout, row_loss, targets, vocab, grad_scale);
+  CUDA_CHECK_LAUNCH("cross_entropy_kernel");
+}
+
+void sum_floats(const float* values, int count, float* result_device, cudaStream_t stream) {
+  sum_floats_kernel<<<1, kThreads, 0, stream>>>(result_device, values, count < 0 ? 0 : count);
+  CUDA_CHECK_LAUNCH("sum_floats_kernel");
+}
+
+}  // namespace moetune::cuda

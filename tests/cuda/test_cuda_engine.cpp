@@ -1,0 +1,109 @@
+// Why: the whole bf16 GPU engine against the fp32 CPU reference on the same (bf16-rounded) weights and batch: loss,
+// load-balancing loss, the gradient of every parameter, and a few AdamW steps — for Qwen3-MoE-, Mixtral- and
+// OLMoE-shaped tiny models; and the Mixtral golden fixture (Transformers' own numbers) on the GPU.
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "../golden_fixture.h"
+#include "api/model.h"
+#include "cuda_test_util.h"
+#include "gpu/gpu_trainer.h"
+#include "model/hf_names.h"
+
+namespace moetune::testing {
+namespace {
+
+constexpr double kLossTolerance = 1e-2;   // bf16 activations through a few layers, fp32 loss
+constexpr double kGradTolerance = 6e-2;   // relative norm error per tensor, bf16 gradients of bf16 activations
+
+nlohmann::json tiny_json(const std::string& family) {
+  nlohmann::json j = {{"vocab_size", 256}, {"hidden_size", 64}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+                      {"num_key_value_heads", 2}, {"num_experts_per_tok", 2}, {"rms_norm_eps", 1e-6},
+                      {"rope_theta", 10000.0}, {"output_router_logits", true}, {"router_aux_loss_coef", 0.02},
+                      {"initializer_range", 0.1}, {"tie_word_embeddings", false}};
+  if (family == "qwen3_moe") {
+    j.update({{"model_type", "qwen3_moe"}, {"head_dim", 32}, {"num_experts", 8}, {"moe_intermediate_size", 32},
+              {"intermediate_size", 96}, {"mlp_only_layers", {0}}, {"norm_topk_prob", true}});
+  } else if (family == "mixtral") {
+    j.update({{"model_type", "mixtral"}, {"num_local_experts", 6}, {"intermediate_size", 48}, {"sliding_window", 24}});
+  } else {
+    j.update({{"model_type", "olmoe"}, {"num_experts", 8}, {"intermediate_size", 32}, {"norm_topk_prob", false},
+              {"pad_token_id", 1}});
+  }
+  return j;
+}
+
+Batch random_batch(int batch, int seq, int vocab, uint64_t seed) {
+  std::mt19937_64 generator(seed);
+  Batch b{batch, seq, {}, {}};
+  for (int i = 0; i < batch * seq; ++i) b.input_ids.push_back(static_cast<int32_t>(generator() % vocab));
+  b.labels = b.input_ids;
+  for (int i = seq - 5; i < seq; ++i) b.labels[i] = kIgnoreLabel;  // a padded tail in row 0
+  return b;
+}
+
+class CudaEngine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaEngine, LossAndGradientsMatchCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
+  Model model = Model::from_config(config, 3);
+  for (size_t i = 0; i < model.num_params(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
+  const Batch batch = random_batch(2, 64, config.vocab_size, 9);
+
+  TrainOptions options;
+  options.aux_loss = true;
+  Trainer cpu_trainer(model, options, batch.batch_size, batch.seq_len);
+  const LossParts cpu = cpu_trainer.compute_gradients(batch);
+  cuda::GpuTrainer gpu_trainer(config, model.params(), options, cuda::Recipe::Bf16, batch.batch_size, batch.seq_len);
+  const cuda::GpuLoss gpu = gpu_trainer.compute_gradients(batch);
+
+  ASSERT_EQ(gpu.counted, cpu.counted);
+  EXPECT_NEAR(gpu.ce_sum / gpu.counted, cpu.ce_sum / cpu.counted, kLossTolerance * cpu.ce_sum / cpu.counted);
+  EXPECT_NEAR(gpu.aux, cpu.aux, kLossTolerance * cpu.aux);
+  const std::vector<float> gpu_grads = gpu_trainer.download_grads();
+  for (const HfTensor& tensor : hf_tensors(config, model.layout(), ExpertLayout::Fused)) {
+    const std::vector<float> expected(cpu_trainer.grads() + tensor.offset, cpu_trainer.grads() + tensor.offset + tensor.numel);
+    const std::vector<float> actual(gpu_grads.begin() + tensor.offset, gpu_grads.begin() + tensor.offset + tensor.numel);
+    EXPECT_LE(relative_norm_error(actual, expected), kGradTolerance) << "gradient of " << tensor.name;
+  }
+}
+
+TEST_P(CudaEngine, TrainingLossesTrackCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
+  Model model = Model::from_config(config, 4);
+  for (size_t i = 0; i < model.num_params(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
+  TrainOptions options;
+  options.lr = 3e-3;
+  options.total_steps = 6;
+  options.max_grad_norm = 1.0;
+  cuda::GpuTrainer gpu_trainer(config, model.params(), options, cuda::Recipe::MixedMaster, 2, 64);
+  Trainer cpu_trainer(model, options, 2, 64);
+  for (int s = 0; s < 6; ++s) {
+    const Batch batch = random_batch(2, 64, config.vocab_size, 100 + s);
+    const StepStats cpu = cpu_trainer.step({batch});
+    const StepStats gpu = gpu_trainer.step(batch);
+    EXPECT_NEAR(gpu.loss, cpu.loss, kLossTolerance * cpu.loss) << "step " << s;
+    EXPECT_NEAR(gpu.grad_norm, cpu.grad_norm, 5e-2 * cpu.grad_norm) << "step " << s;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, CudaEngine, ::testing::Values("qwen3_moe", "mixtral", "olmoe"));
+
+TEST(CudaEngineGolden, MixtralFixtureLossMatchesTransformers) {
+  SKIP_WITHOUT_GPU();
+  const GoldenFixture fixture = GoldenFixture::open("mixtral");
+  const Model model = Model::from_pretrained(fixture.folder);
+  const Batch batch = fixture.batch("input_ids", "labels");
+  TrainOptions options = fixture.train_options();
+  cuda::GpuTrainer trainer(model.config(), model.params(), options, cuda::Recipe::MixedMaster, batch.batch_size,
+                           batch.seq_len);
+  const cuda::GpuLoss loss = trainer.compute_gradients(batch);
+  const double total = loss.ce_sum / loss.counted + model.config().router_aux_loss_coef * loss.aux;
+  EXPECT_NEAR(total, fixture.floats("loss")[0], kLossTolerance * fixture.floats("loss")[0]);
+}
+
+}  // namespace
+}  // namespace moetune::testing
