@@ -27,8 +27,8 @@ using test_util::TempFolder;
 const char* layout_name(ExpertLayout layout) { return layout == ExpertLayout::PerExpert ? "per-expert" : "fused"; }
 
 bool same_bits(const Model& a, const Model& b) {
-  return a.num_params() == b.num_params() &&
-         std::memcmp(a.params(), b.params(), a.num_params() * sizeof(float)) == 0;
+  return a.buffer_size() == b.buffer_size() &&
+         std::memcmp(a.params(), b.params(), a.buffer_size() * sizeof(float)) == 0;
 }
 
 // All tensors of a saved model.safetensors have `dtype`.
@@ -54,7 +54,7 @@ TEST(CheckpointIo, RoundTripF32IsBitExactInBothLayouts) {
 
       const Model loaded = Model::from_pretrained(out);
       EXPECT_TRUE(same_bits(loaded, original));
-      std::vector<float> params(loaded.num_params());
+      std::vector<float> params(loaded.buffer_size());
       EXPECT_EQ(load_hf_weights(out, loaded.config(), loaded.layout(), params.data()), layout);
     }
   }
@@ -73,21 +73,21 @@ TEST(CheckpointIo, RoundTripHalfPrecisionRoundsEachValueOnce) {
         EXPECT_EQ(test_util::read_json(out + "/config.json")["dtype"], dtype == DType::BF16 ? "bfloat16" : "float16");
 
         const Model loaded = Model::from_pretrained(out);
-        ASSERT_EQ(loaded.num_params(), original.num_params());
+        ASSERT_EQ(loaded.buffer_size(), original.buffer_size());
         // Round-to-nearest: within half a unit in the last place of the 8-bit (bf16) / 11-bit (f16) significand.
         const double relative = dtype == DType::BF16 ? 0x1.0p-8 : 0x1.0p-11;
         const double absolute = dtype == DType::BF16 ? 0.0 : 0x1.0p-25;  // f16 subnormals
         size_t changed = 0, bad = 0;
-        for (size_t i = 0; i < original.num_params(); ++i) {
+        for (size_t i = 0; i < original.buffer_size(); ++i) {
           const double a = loaded.params()[i], b = original.params()[i];
           changed += a != b;
           if (std::fabs(a - b) > relative * std::fabs(b) + absolute && bad++ < 5)
             ADD_FAILURE() << "param " << i << ": saved " << b << ", loaded " << a;
         }
         EXPECT_EQ(bad, 0u);
-        EXPECT_GT(changed, original.num_params() / 2);  // the values really went through half precision
+        EXPECT_GT(changed, original.buffer_size() / 2);  // the values really went through half precision
         if (dtype == DType::BF16) {  // and exactly as PyTorch's .to(torch.bfloat16) rounds
-          for (size_t i = 0; i < original.num_params(); ++i)
+          for (size_t i = 0; i < original.buffer_size(); ++i)
             ASSERT_EQ(loaded.params()[i], bf16_to_f32(f32_to_bf16(original.params()[i]))) << "param " << i;
         }
       }

@@ -44,7 +44,7 @@ RunResult train(uint64_t init_seed, uint64_t data_seed, int steps) {
     result.losses.push_back(stats.loss);
     result.grad_norms.push_back(stats.grad_norm);
   }
-  result.params.assign(model.params(), model.params() + model.num_params());
+  result.params.assign(model.params(), model.params() + model.buffer_size());
   return result;
 }
 

@@ -27,7 +27,9 @@ class Model {
   float* params() { return params_.data(); }
   const float* params() const { return params_.data(); }
   ModelWeights weights() { return layout_->bind(params_.data()); }
-  size_t num_params() const { return params_.size(); }
+  // Elements of the parameter buffer: every parameter plus the alignment gaps of the layout (which stay zero).
+  size_t buffer_size() const { return params_.size(); }
+  size_t parameter_count() const { return layout_->parameter_count(); }
   // The folder the model was loaded from ("" when built from a config).
   const std::string& source_folder() const { return source_folder_; }
 

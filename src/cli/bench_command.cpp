@@ -37,6 +37,8 @@ Args bench_args() {
                   {"recipe", "bf16|mixed", "bf16", "bf16: bf16 params/grads/AdamW states; mixed: fp32 master weights and states"},
                   {"lr", "X", "1e-5", "learning rate"},
                   {"max-grad-norm", "X", "0", "gradient clipping (0: off, as in the baseline)"},
+                  {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
+                                                       "reuse gradient memory (needs --max-grad-norm 0)"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
                   {"json", "FILE", "", "also write the results as JSON to FILE"},
               });
@@ -105,7 +107,13 @@ int bench_command(int argc, char** argv) {
 
   std::fprintf(stderr, "bench: %s, %d layers, seq %d x batch %d, recipe %s; building...\n", config.architecture.c_str(),
                config.num_layers, seq_len, batch_size, cuda::recipe_name(recipe));
-  cuda::GpuTrainer trainer(config, nullptr, options, recipe, batch_size, seq_len, 1);
+  cuda::GpuOptions gpu;
+  gpu.recipe = recipe;
+  gpu.seed = 1;
+  gpu.fused_optimizer = args.text("fused-optimizer") == "on";
+  if (!gpu.fused_optimizer && args.text("fused-optimizer") != "off")
+    throw UsageError{"moetune bench: --fused-optimizer must be on or off"};
+  cuda::GpuTrainer trainer(config, nullptr, options, gpu, batch_size, seq_len);
 
   std::mt19937_64 generator(7);
   Batch batch;
@@ -133,9 +141,10 @@ int bench_command(int argc, char** argv) {
   const double tflops = tokens_per_s * flops_per_token / 1e12;
   const double used_gib = static_cast<double>(free_start - free_end) / (1 << 30);
   std::printf("model        %s, %d layers, %.2f B parameters, %.2f GFLOP/token (train)\n", config.architecture.c_str(),
-              config.num_layers, trainer.layout().total_floats() / 1e9, flops_per_token / 1e9);
-  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, loss %.4f\n", seq_len, batch_size,
-              cuda::recipe_name(recipe), options.aux_loss ? "on" : "off", last_loss);
+              config.num_layers, trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
+  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, loss %.4f\n", seq_len,
+              batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off", gpu.fused_optimizer ? "on" : "off",
+              last_loss);
   std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
               tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
   std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
@@ -155,7 +164,7 @@ int bench_command(int argc, char** argv) {
   std::printf("  | total %.1f\n", phase_total / steps);
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
-                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

@@ -15,6 +15,10 @@
 #include "train/metrics.h"
 #include "train/trainer.h"
 
+#ifdef MOETUNE_HAVE_CUDA
+#include "gpu/gpu_trainer.h"
+#endif
+
 namespace moetune::cli {
 
 namespace fs = std::filesystem;
@@ -47,6 +51,11 @@ Args train_args() {
                   {"truncate-long", "", "", "truncate JSONL samples longer than --seq-len instead of failing"},
                   {"save-dtype", "f32|bf16|f16", "f32", "dtype of the saved checkpoint"},
                   {"save-layout", "per-expert|fused", "per-expert", "expert tensor layout of the saved checkpoint"},
+                  {"shuffle", "on|off", "on", "shuffle the training samples each epoch (off: file order)"},
+                  {"device", "cpu|cuda", "cpu", "cpu: the fp32 reference engine; cuda: the bf16 GPU engine"},
+                  {"recipe", "bf16|mixed", "bf16", "GPU precision: bf16 states, or fp32 master weights and states"},
+                  {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
+                                                        "(needs --max-grad-norm 0 and --grad-accum 1)"},
               });
 }
 
@@ -74,13 +83,72 @@ void prepare_output(const fs::path& output) {
   fs::remove(probe);
 }
 
-double mean_eval_loss(Trainer& trainer, const TokenDataset& data, int batch_size, int max_batches) {
+// The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the three calls the loop needs.
+class Runner {
+ public:
+  virtual ~Runner() = default;
+  virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
+  virtual LossParts evaluate(const Batch& batch) = 0;
+  virtual void copy_parameters_to(Model& model) = 0;
+};
+
+class CpuRunner : public Runner {
+ public:
+  CpuRunner(Model& model, const TrainOptions& options, int batch_size, int seq_len)
+      : trainer_(model, options, batch_size, seq_len) {}
+  StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
+  LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
+  void copy_parameters_to(Model&) override {}  // trains the model's own buffer
+
+ private:
+  Trainer trainer_;
+};
+
+#ifdef MOETUNE_HAVE_CUDA
+class GpuRunner : public Runner {
+ public:
+  GpuRunner(const Model& model, const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
+      : trainer_(model.config(), model.params(), options, gpu, batch_size, seq_len) {}
+  StepStats step(const std::vector<Batch>& micro_batches) override {
+    if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
+    return trainer_.step(micro_batches.front());
+  }
+  LossParts evaluate(const Batch& batch) override {
+    const cuda::GpuLoss loss = trainer_.evaluate(batch);
+    return {loss.ce_sum, loss.counted, loss.aux};
+  }
+  void copy_parameters_to(Model& model) override {
+    const std::vector<float> params = trainer_.download_params();
+    std::copy(params.begin(), params.end(), model.params());
+  }
+
+ private:
+  cuda::GpuTrainer trainer_;
+};
+#endif
+
+std::unique_ptr<Runner> make_runner(const Args& args, Model& model, const TrainOptions& options, int batch_size,
+                                    int seq_len) {
+  const std::string device = args.text("device");
+  if (device == "cpu") return std::make_unique<CpuRunner>(model, options, batch_size, seq_len);
+  if (device != "cuda") throw UsageError{"moetune train: --device must be cpu or cuda"};
+#ifdef MOETUNE_HAVE_CUDA
+  cuda::GpuOptions gpu;
+  gpu.recipe = cuda::parse_recipe(args.text("recipe"));
+  gpu.fused_optimizer = args.text("fused-optimizer") == "on";
+  return std::make_unique<GpuRunner>(model, options, gpu, batch_size, seq_len);
+#else
+  fail("this moetune was built without CUDA; --device cuda is not available");
+#endif
+}
+
+double mean_eval_loss(Runner& runner, const TokenDataset& data, int batch_size, int max_batches) {
   BatchSampler sampler(data, batch_size, 0, false);
   double ce_sum = 0.0;
   int64_t counted = 0;
   const size_t batches = std::max<size_t>(1, std::min<size_t>(max_batches, data.size() / batch_size));
   for (size_t i = 0; i < batches; ++i) {
-    const LossParts parts = trainer.evaluate(sampler.next());
+    const LossParts parts = runner.evaluate(sampler.next());
     ce_sum += parts.ce_sum;
     counted += parts.counted;
   }
@@ -118,7 +186,7 @@ int train_command(int argc, char** argv) {
   const ModelConfig& config = model.config();
   std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
                args.given("model") ? args.text("model").c_str() : "built-in tiny MoE", config.architecture.c_str(),
-               model.num_params(), config.num_layers, config.num_experts, config.top_k);
+               model.parameter_count(), config.num_layers, config.num_experts, config.top_k);
 
   const DataOptions data_options{config.vocab_size, seq_len, 0, args.flag("truncate-long")};
   std::string train_path = args.text("data"), eval_path = args.text("eval-data");
@@ -155,8 +223,10 @@ int train_command(int argc, char** argv) {
     throw UsageError{"moetune train: --aux-loss must be on, off or config"};
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
-  Trainer trainer(model, options, batch_size, seq_len);
-  BatchSampler sampler(train_data, batch_size, seed);
+  const std::string shuffle = args.text("shuffle");
+  if (shuffle != "on" && shuffle != "off") throw UsageError{"moetune train: --shuffle must be on or off"};
+  std::unique_ptr<Runner> runner = make_runner(args, model, options, batch_size, seq_len);
+  BatchSampler sampler(train_data, batch_size, seed, shuffle == "on");
   MetricsLog metrics((output / "metrics.jsonl").string());
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
 
@@ -166,7 +236,7 @@ int train_command(int argc, char** argv) {
   for (long s = 0; s < steps; ++s) {
     std::vector<Batch> micro;
     for (int m = 0; m < grad_accum; ++m) micro.push_back(sampler.next());
-    const StepStats stats = trainer.step(micro);
+    const StepStats stats = runner->step(micro);
     tokens_seen += stats.tokens;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = tokens_seen / std::max(elapsed, 1e-9);
@@ -175,7 +245,7 @@ int train_command(int argc, char** argv) {
                              {"tokens", tokens_seen}, {"tokens_per_s", tokens_per_s}, {"elapsed_s", elapsed},
                              {"epoch", sampler.epoch()}};
     if (eval_data && (stats.step % eval_every == 0 || stats.step == steps)) {
-      const double eval_loss = mean_eval_loss(trainer, *eval_data, batch_size, 8);
+      const double eval_loss = mean_eval_loss(*runner, *eval_data, batch_size, 8);
       record["eval_loss"] = eval_loss;
       eval_axis.push_back(static_cast<double>(stats.step));
       eval_losses.push_back(eval_loss);
@@ -189,6 +259,7 @@ int train_command(int argc, char** argv) {
   const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
+  runner->copy_parameters_to(model);
   SaveOptions save;
   save.dtype = save_dtype;
   save.expert_layout = save_layout;

@@ -243,10 +243,10 @@ void GpuEngine::add_norm_grad(bf16* grad, int cols) {
   accumulate_f32_into_bf16(grad, b_->norm_grad, static_cast<size_t>(cols), stream_);
 }
 
-void GpuEngine::run(const GpuWeights& w, const GpuWeights* g, float ce_scale, float aux_scale) {
+void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, float aux_scale) {
   const ModelConfig& c = config_;
   Buffers& b = *b_;
-  const size_t NH = static_cast<size_t>(tokens_) * c.hidden_size;
+  const size_t VH = static_cast<size_t>(c.vocab_size) * c.hidden_size;
   mark(Phase::Other);
   CUDA_CHECK(cudaMemsetAsync(b.pick_counts, 0, sizeof(float) * c.num_experts, stream_));
   CUDA_CHECK(cudaMemsetAsync(b.prob_sums, 0, sizeof(float) * c.num_experts, stream_));
@@ -260,17 +260,21 @@ void GpuEngine::run(const GpuWeights& w, const GpuWeights* g, float ce_scale, fl
   if (balance_rows > 0)
     router_balance_loss_and_grad(b.aux, b.d_probs_extra, b.pick_counts, b.prob_sums, balance_rows, c.num_experts,
                                  aux_scale, stream_);
-  head_forward_backward(w, g, ce_scale);
-  if (!g) return;
+  head_forward_backward(w, sink ? &sink->begin_group(head_group(c)) : nullptr, ce_scale);
+  if (!sink) return;
+  sink->end_group(head_group(c));
   for (int l = c.num_layers - 1; l >= 0; --l) {
-    mlp_backward(l, w, *g);
-    attention_backward(l, w, *g);
+    const GpuWeights& g = sink->begin_group(l);
+    mlp_backward(l, w, g);
+    attention_backward(l, w, g);
+    sink->end_group(l);
   }
+  const GpuWeights& g = sink->begin_group(embedding_group(c));
   mark(Phase::Other);
-  CUDA_CHECK(cudaMemsetAsync(b.embed_grad, 0, sizeof(float) * c.vocab_size * c.hidden_size, stream_));
+  CUDA_CHECK(cudaMemsetAsync(b.embed_grad, 0, sizeof(float) * VH, stream_));
   embedding_backward(b.embed_grad, b.d_stream, b.ids, tokens_, c.hidden_size, c.padding_idx, stream_);
-  accumulate_f32_into_bf16(g->embed, b.embed_grad, static_cast<size_t>(c.vocab_size) * c.hidden_size, stream_);
-  (void)NH;
+  accumulate_f32_into_bf16(g.embed, b.embed_grad, VH, stream_);
+  sink->end_group(embedding_group(c));
 }
 
 GpuLoss GpuEngine::loss() {

@@ -25,6 +25,21 @@ GpuWeights as_bf16(const ModelWeights16& weights);
 enum class Phase { Attention, Router, Permute, ExpertGemm, OtherGemm, Loss, Optimizer, Other, Count };
 const char* phase_name(Phase phase);
 
+// Where the backward pass puts gradients. The backward runs in groups — the head (final norm + LM head), each layer
+// from the last to the first, then the embedding — and asks for a gradient view before each group and reports its
+// end; a trainer can thus keep all gradients (and step once), or apply the optimizer to each group as soon as it is
+// complete and reuse its memory (the fused optimizer step). Only the pointers of the group in progress are used.
+class GradientSink {
+ public:
+  virtual ~GradientSink() = default;
+  virtual const GpuWeights& begin_group(int group) = 0;
+  virtual void end_group(int group) = 0;
+};
+
+// Group ids: layer l is group l; then the head and the embedding.
+inline int head_group(const ModelConfig& config) { return config.num_layers; }
+inline int embedding_group(const ModelConfig& config) { return config.num_layers + 1; }
+
 struct GpuLoss {
   double ce_sum = 0.0;
   int64_t counted = 0;
@@ -41,9 +56,9 @@ class GpuEngine {
   // Uploads a batch: ids and unshifted labels (batch, seq_len), row-major on the host.
   void set_batch(const int32_t* input_ids, const int32_t* labels);
 
-  // Forward, loss and backward; gradients of ce_scale * ce_sum + aux_scale * aux accumulate into `grads`.
-  // With grads == nullptr only the forward and the loss run (evaluation).
-  void run(const GpuWeights& weights, const GpuWeights* grads, float ce_scale, float aux_scale);
+  // Forward, loss and backward; gradients of ce_scale * ce_sum + aux_scale * aux accumulate into the views the sink
+  // hands out. With sink == nullptr only the forward and the loss run (evaluation).
+  void run(const GpuWeights& weights, GradientSink* sink, float ce_scale, float aux_scale);
   // Waits for the stream and returns the loss parts of the last run.
   GpuLoss loss();
 

@@ -16,14 +16,58 @@ Recipe parse_recipe(const std::string& name) {
 
 const char* recipe_name(Recipe recipe) { return recipe == Recipe::Bf16 ? "bf16" : "mixed"; }
 
-GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options, Recipe recipe,
-                       int batch_size, int seq_len, uint64_t seed)
-    : config_(config), layout_(config_), options_(options), recipe_(recipe), batch_size_(batch_size), seq_len_(seq_len) {
+namespace {
+
+// Gradient group of a parameter, from its name.
+int group_of(const std::string& name, const ModelConfig& config) {
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) == 0) return std::stoi(name.substr(prefix.size()));
+  if (name.rfind("model.embed_tokens.", 0) == 0) return embedding_group(config);
+  return head_group(config);
+}
+
+}  // namespace
+
+GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options,
+                       const GpuOptions& gpu, int batch_size, int seq_len)
+    : config_(config), layout_(config_), options_(options), gpu_(gpu), batch_size_(batch_size), seq_len_(seq_len) {
+  if (gpu_.fused_optimizer && options_.max_grad_norm > 0)
+    fail("the fused optimizer step applies AdamW during the backward pass, so it cannot clip by the global gradient "
+         "norm: set the max grad norm to 0 or turn the fused step off");
+  if (gpu_.fused_optimizer && config_.tie_word_embeddings)
+    fail("the fused optimizer step does not support tied embeddings yet");
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_stream_, cudaStreamNonBlocking));
+  for (int k = 0; k < 2; ++k) {
+    CUDA_CHECK(cudaEventCreateWithFlags(&ready_[k], cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&free_[k], cudaEventDisableTiming));
+  }
+  CUDA_CHECK(cudaEventCreateWithFlags(&optimizer_done_, cudaEventDisableTiming));
+
+  // Gradient groups (layers, head, embedding) and the whole model, with their parameter spans.
+  const int group_count = config_.num_layers + 2;
+  std::vector<std::vector<const ParamInfo*>> members(group_count + 1);
+  for (const ParamInfo& info : layout_.params()) {
+    members[group_of(info.name, config_)].push_back(&info);
+    members[group_count].push_back(&info);
+  }
+  groups_.resize(group_count + 1);
+  for (int g = 0; g <= group_count; ++g) {
+    Group& group = groups_[g];
+    group.start = members[g].front()->offset;
+    for (const ParamInfo* info : members[g]) group.end = std::max(group.end, info->offset + info->numel);
+    std::vector<AdamWSpan> spans;
+    for (const ParamInfo* info : members[g]) spans.push_back({info->offset - group.start, info->numel, info->weight_decay});
+    group.spans = DeviceBuffer<AdamWSpan>(spans);
+    group.span_count = static_cast<int>(spans.size());
+    if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, group.end - group.start);
+  }
+
   const size_t total = layout_.total_floats();
   params_ = DeviceBuffer<bf16>(total);
-  grads_ = DeviceBuffer<bf16>(total);
-  if (recipe_ == Recipe::Bf16) {
+  grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? 2 * group_buffer_elements_ : total);
+  grads_.zero();
+  if (gpu_.recipe == Recipe::Bf16) {
     m16_ = DeviceBuffer<bf16>(total);
     v16_ = DeviceBuffer<bf16>(total);
     m16_.zero();
@@ -40,7 +84,8 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     for (size_t i = 0; i < total; ++i) converted[i] = __float2bfloat16(host_params[i]);
     params_.upload(converted);
   } else {
-    uint64_t stream_seed = seed;
+    CUDA_CHECK(cudaMemset(params_.data(), 0, total * sizeof(bf16)));
+    uint64_t stream_seed = gpu_.seed;
     for (const ParamInfo& info : layout_.params()) {
       bf16* data = params_.data() + info.offset;
       const bool is_norm = info.shape.size() == 1 && info.name.find("norm") != std::string::npos;
@@ -49,23 +94,27 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
       else init_normal(data, info.numel, config_.initializer_range, ++stream_seed, stream_);
     }
   }
-  if (recipe_ == Recipe::MixedMaster) {  // master weights: the exact fp32 values when given, else the bf16 init
+  if (gpu_.recipe == Recipe::MixedMaster) {  // master weights: the exact fp32 values when given, else the bf16 init
     if (host_params) master_.upload(std::vector<float>(host_params, host_params + total));
     else convert_bf16_to_f32(master_.data(), params_.data(), total, stream_);
   }
-  std::vector<AdamWSpan> spans;
-  for (const ParamInfo& info : layout_.params()) spans.push_back({info.offset, info.numel, info.weight_decay});
-  spans_ = DeviceBuffer<AdamWSpan>(spans);
   norm_result_ = DeviceBuffer<float>(1);
   norm_scratch_ = DeviceBuffer<float>(grad_norm_scratch_floats());
   weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(params_.data())));
-  grad_weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
+  if (!gpu_.fused_optimizer) grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
+  for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
   engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 GpuTrainer::~GpuTrainer() {
   engine_.reset();
+  for (int k = 0; k < 2; ++k) {
+    cudaEventDestroy(ready_[k]);
+    cudaEventDestroy(free_[k]);
+  }
+  cudaEventDestroy(optimizer_done_);
+  if (optimizer_stream_) cudaStreamDestroy(optimizer_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -75,13 +124,56 @@ size_t GpuTrainer::optimizer_bytes() const {
   return (m16_.size() + v16_.size()) * sizeof(bf16) + (m32_.size() + v32_.size()) * sizeof(float);
 }
 
+const GpuWeights& GpuTrainer::begin_group(int group) {
+  if (!gpu_.fused_optimizer) return grad_view_;
+  current_buffer_ = next_buffer_;
+  next_buffer_ ^= 1;
+  CUDA_CHECK(cudaStreamWaitEvent(stream_, free_[current_buffer_], 0));
+  // Bind the layout so that this group's parameters land at the start of the buffer (other groups' pointers in the
+  // view are never used while this group runs).
+  uint16_t* buffer = reinterpret_cast<uint16_t*>(grads_.data() + current_buffer_ * group_buffer_elements_);
+  grad_view_ = as_bf16(layout_.bind16(buffer - groups_[group].start));
+  return grad_view_;
+}
+
+void GpuTrainer::end_group(int group) {
+  if (!gpu_.fused_optimizer) return;
+  const int k = current_buffer_;
+  bf16* buffer = grads_.data() + k * group_buffer_elements_;
+  CUDA_CHECK(cudaEventRecord(ready_[k], stream_));
+  CUDA_CHECK(cudaStreamWaitEvent(optimizer_stream_, ready_[k], 0));
+  optimizer_update(groups_[group], buffer, optimizer_stream_, 1.0f);
+  const Group& g = groups_[group];
+  CUDA_CHECK(cudaMemsetAsync(buffer, 0, (g.end - g.start) * sizeof(bf16), optimizer_stream_));
+  CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
+}
+
+void GpuTrainer::optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale) {
+  const size_t s = group.start, count = group.end - group.start;
+  if (gpu_.recipe == Recipe::Bf16) {
+    adamw_bf16(params_.data() + s, grads, m16_.data() + s, v16_.data() + s, group.spans.data(), group.span_count, count,
+               hyper_, grad_scale, stream);
+  } else {
+    adamw_master(params_.data() + s, master_.data() + s, grads, m32_.data() + s, v32_.data() + s, group.spans.data(),
+                 group.span_count, count, hyper_, grad_scale, stream);
+  }
+}
+
+void GpuTrainer::set_step_hyper(StepStats& stats) {
+  stats.lr = options_.lr * lr_multiplier(options_.schedule, steps_done_, options_.warmup_steps, options_.total_steps);
+  ++steps_done_;
+  hyper_ = AdamWHyper{stats.lr, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, steps_done_};
+  stats.step = steps_done_;
+}
+
 GpuLoss GpuTrainer::compute_gradients(const Batch& batch) {
+  if (gpu_.fused_optimizer) fail("compute_gradients needs the gradient arena; the fused optimizer step has none");
   engine_->set_batch(batch.input_ids.data(), batch.labels.data());
   CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.size() * sizeof(bf16), stream_));
   const int64_t counted = count_label_positions(batch);
   const float ce_scale = counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f;
   const float aux_scale = options_.aux_loss ? config_.router_aux_loss_coef : 0.0f;
-  engine_->run(weights_, &grad_weights_, ce_scale, aux_scale);
+  engine_->run(weights_, this, ce_scale, aux_scale);
   return engine_->loss();
 }
 
@@ -94,45 +186,48 @@ GpuLoss GpuTrainer::evaluate(const Batch& batch) {
 StepStats GpuTrainer::step(const Batch& batch) {
   if (batch.batch_size != batch_size_ || batch.seq_len != seq_len_)
     fail("batch of shape ", batch.batch_size, "x", batch.seq_len, " does not match the GPU trainer's ", batch_size_, "x", seq_len_);
-  const GpuLoss parts = compute_gradients(batch);
   StepStats stats;
+  GpuLoss parts;
+  if (gpu_.fused_optimizer) {
+    set_step_hyper(stats);
+    engine_->set_batch(batch.input_ids.data(), batch.labels.data());
+    const int64_t counted = count_label_positions(batch);
+    engine_->run(weights_, this, counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f,
+                 options_.aux_loss ? config_.router_aux_loss_coef : 0.0f);
+    CUDA_CHECK(cudaEventRecord(optimizer_done_, optimizer_stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, optimizer_done_, 0));  // the next forward reads the updated parameters
+    parts = engine_->loss();
+    stats.grad_norm = std::nan("");  // never materialised as a whole
+  } else {
+    parts = compute_gradients(batch);
+    engine_->mark_optimizer();
+    grad_norm_squared(grads_.data(), grads_.size(), norm_result_.data(), norm_scratch_.data(), stream_);
+    float norm_squared = 0.0f;
+    CUDA_CHECK(cudaMemcpyAsync(&norm_squared, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    stats.grad_norm = std::sqrt(static_cast<double>(norm_squared));
+    if (!std::isfinite(stats.grad_norm))
+      fail("step ", steps_done_ + 1, ": gradient norm is not finite; lower the learning rate");
+    float grad_scale = 1.0f;
+    if (options_.max_grad_norm > 0) {
+      const double clip = options_.max_grad_norm / (stats.grad_norm + 1e-6);
+      if (clip < 1.0) grad_scale = static_cast<float>(clip);
+    }
+    set_step_hyper(stats);
+    optimizer_update(groups_.back(), grads_.data(), stream_, grad_scale);
+  }
   stats.counted = parts.counted;
   stats.tokens = static_cast<int64_t>(batch.batch_size) * batch.seq_len;
   stats.ce_loss = parts.counted > 0 ? parts.ce_sum / static_cast<double>(parts.counted) : 0.0;
   stats.aux_loss = parts.aux;
   stats.loss = stats.ce_loss + (options_.aux_loss ? config_.router_aux_loss_coef * parts.aux : 0.0);
-
-  engine_->mark_optimizer();
-  grad_norm_squared(grads_.data(), grads_.size(), norm_result_.data(), norm_scratch_.data(), stream_);
-  float norm_squared = 0.0f;
-  CUDA_CHECK(cudaMemcpyAsync(&norm_squared, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  stats.grad_norm = std::sqrt(static_cast<double>(norm_squared));
-  if (!std::isfinite(stats.grad_norm))
-    fail("step ", steps_done_ + 1, ": gradient norm is not finite (loss ", stats.loss, "); lower the learning rate");
-  float grad_scale = 1.0f;
-  if (options_.max_grad_norm > 0) {
-    const double clip = options_.max_grad_norm / (stats.grad_norm + 1e-6);
-    if (clip < 1.0) grad_scale = static_cast<float>(clip);
-  }
-  stats.lr = options_.lr * lr_multiplier(options_.schedule, steps_done_, options_.warmup_steps, options_.total_steps);
-  ++steps_done_;
-  const AdamWHyper hyper{stats.lr, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, steps_done_};
-  const int span_count = static_cast<int>(spans_.size());
-  if (recipe_ == Recipe::Bf16) {
-    adamw_bf16(params_.data(), grads_.data(), m16_.data(), v16_.data(), spans_.data(), span_count, params_.size(), hyper,
-               grad_scale, stream_);
-  } else {
-    adamw_master(params_.data(), master_.data(), grads_.data(), m32_.data(), v32_.data(), spans_.data(), span_count,
-                 params_.size(), hyper, grad_scale, stream_);
-  }
-  stats.step = steps_done_;
   return stats;
 }
 
 std::vector<float> GpuTrainer::download_params() const {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (recipe_ == Recipe::MixedMaster) return master_.download();
+  CUDA_CHECK(cudaStreamSynchronize(optimizer_stream_));
+  if (gpu_.recipe == Recipe::MixedMaster) return master_.download();
   const std::vector<bf16> raw = params_.download();
   std::vector<float> out(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) out[i] = __bfloat162float(raw[i]);
@@ -140,6 +235,7 @@ std::vector<float> GpuTrainer::download_params() const {
 }
 
 std::vector<float> GpuTrainer::download_grads() const {
+  if (gpu_.fused_optimizer) fail("download_grads: the fused optimizer step keeps no gradient arena");
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   const std::vector<bf16> raw = grads_.download();
   std::vector<float> out(raw.size());

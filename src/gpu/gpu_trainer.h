@@ -1,7 +1,10 @@
 // Why: training on one GPU: the parameter, gradient and optimizer-state arenas (one device allocation each, with the
-// CPU layout's offsets), the optimizer step (global grad norm, clipping, AdamW over the flat buffers) and the two
-// precision recipes: (a) bf16 parameters, gradients and AdamW states — what Transformers' bf16 baseline does;
-// (b) bf16 parameters and gradients with fp32 master weights and fp32 AdamW states (standard mixed precision).
+// CPU layout's offsets), the optimizer step and the two precision recipes:
+//   (a) bf16 parameters, gradients and AdamW states — what Transformers' bf16 baseline does;
+//   (b) bf16 parameters and gradients with fp32 master weights and fp32 AdamW states (standard mixed precision).
+// With the fused optimizer step (no clipping, no accumulation), AdamW runs on each gradient group (a layer, the head,
+// the embedding) as soon as the backward pass has finished it, on a second stream that overlaps the backward of the
+// next group, and the group's gradient memory is reused: two group-sized buffers replace the whole gradient arena.
 #pragma once
 
 #include <memory>
@@ -20,21 +23,27 @@ enum class Recipe { Bf16, MixedMaster };
 Recipe parse_recipe(const std::string& name);  // "bf16" | "mixed"
 const char* recipe_name(Recipe recipe);
 
-class GpuTrainer {
+struct GpuOptions {
+  Recipe recipe = Recipe::Bf16;
+  bool fused_optimizer = false;  // needs max_grad_norm == 0 and untied embeddings
+  uint64_t seed = 0;             // random initialisation when no parameters are given
+};
+
+class GpuTrainer : private GradientSink {
  public:
   // host_params: fp32 parameters in `layout` order, or nullptr for a random initialisation on the device (norms 1,
-  // biases 0, matrices N(0, initializer_range), seeded).
-  GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options, Recipe recipe,
-             int batch_size, int seq_len, uint64_t seed = 0);
-  ~GpuTrainer();
+  // biases 0, matrices N(0, initializer_range)).
+  GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options, const GpuOptions& gpu,
+             int batch_size, int seq_len);
+  ~GpuTrainer() override;
 
   StepStats step(const Batch& batch);
-  // Forward + backward into zeroed gradients, no update (for tests); returns the loss parts.
+  // Forward + backward into zeroed gradients, no update (tests; not with the fused optimizer).
   GpuLoss compute_gradients(const Batch& batch);
   GpuLoss evaluate(const Batch& batch);
 
   std::vector<float> download_params() const;  // fp32, layout order
-  std::vector<float> download_grads() const;   // fp32, layout order
+  std::vector<float> download_grads() const;   // fp32, layout order (not with the fused optimizer)
   GpuEngine& engine() { return *engine_; }
   const ParamLayout& layout() const { return layout_; }
   size_t parameter_bytes() const;
@@ -42,19 +51,33 @@ class GpuTrainer {
   size_t optimizer_bytes() const;
 
  private:
+  struct Group {
+    size_t start = 0, end = 0;          // element range of the group's parameters in the layout
+    DeviceBuffer<AdamWSpan> spans;      // the group's parameters, offsets relative to start
+    int span_count = 0;
+  };
+  const GpuWeights& begin_group(int group) override;
+  void end_group(int group) override;
+  void optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale);
+  void set_step_hyper(StepStats& stats);
+
   ModelConfig config_;
   ParamLayout layout_;
   TrainOptions options_;
-  Recipe recipe_;
-  cudaStream_t stream_ = nullptr;
+  GpuOptions gpu_;
+  cudaStream_t stream_ = nullptr, optimizer_stream_ = nullptr;
   std::unique_ptr<GpuEngine> engine_;
-  DeviceBuffer<bf16> params_, grads_;
+  DeviceBuffer<bf16> params_, grads_;          // grads_: the whole arena, or two group-sized buffers (fused)
   DeviceBuffer<float> master_;                 // recipe (b) only
   DeviceBuffer<bf16> m16_, v16_;               // recipe (a)
   DeviceBuffer<float> m32_, v32_;              // recipe (b)
-  DeviceBuffer<AdamWSpan> spans_;
+  std::vector<Group> groups_;                  // index: group id (layers, head, embedding); whole model last
   DeviceBuffer<float> norm_result_, norm_scratch_;
-  GpuWeights weights_, grad_weights_;
+  GpuWeights weights_, grad_view_;
+  size_t group_buffer_elements_ = 0;
+  int next_buffer_ = 0, current_buffer_ = 0;
+  cudaEvent_t ready_[2] = {}, free_[2] = {}, optimizer_done_ = nullptr;
+  AdamWHyper hyper_{};
   long steps_done_ = 0;
   int batch_size_, seq_len_;
 };

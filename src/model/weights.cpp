@@ -74,10 +74,16 @@ ParamLayout::ParamLayout(const ModelConfig& config) : config_(config) {
     for (int64_t dim : shape) info.numel *= static_cast<size_t>(dim);
     info.weight_decay = shape.size() >= 2;
     info.shape = std::move(shape);
-    info.offset = total_;
-    total_ += info.numel;
+    info.offset = (total_ + kParamAlignment - 1) / kParamAlignment * kParamAlignment;
+    total_ = info.offset + info.numel;
     params_.push_back(std::move(info));
   });
+}
+
+size_t ParamLayout::parameter_count() const {
+  size_t count = 0;
+  for (const ParamInfo& info : params_) count += info.numel;
+  return count;
 }
 
 const ParamInfo* ParamLayout::find(const std::string& name) const {

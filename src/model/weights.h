@@ -62,12 +62,16 @@ struct ParamInfo {
   bool weight_decay = false;   // matrices decay; biases and norm weights do not (Hugging Face Trainer's rule)
 };
 
-// The list of parameters of a config, in a fixed order, with offsets into a flat buffer.
+// The list of parameters of a config, in a fixed order, with offsets into a flat buffer. Every offset is a multiple of
+// kParamAlignment elements (gaps stay zero), so any parameter or run of parameters can be processed with 16-byte
+// vector accesses in 16-bit storage.
 class ParamLayout {
  public:
+  static constexpr size_t kParamAlignment = 8;
   explicit ParamLayout(const ModelConfig& config);
   const std::vector<ParamInfo>& params() const { return params_; }
-  size_t total_floats() const { return total_; }
+  size_t total_floats() const { return total_; }  // buffer elements, gaps included
+  size_t parameter_count() const;                 // sum of the parameters' sizes
   const ParamInfo* find(const std::string& name) const;
   // Points a ModelWeights into `base` (a buffer of total_floats() elements).
   ModelWeights bind(float* base) const;

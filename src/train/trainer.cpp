@@ -21,9 +21,9 @@ Trainer::Trainer(Model& model, const TrainOptions& options, int batch_size, int 
     : model_(model),
       options_(options),
       engine_(model.config(), batch_size, seq_len),
-      grads_(model.num_params(), 0.0f),
-      exp_avg_(model.num_params(), 0.0f),
-      exp_avg_sq_(model.num_params(), 0.0f) {
+      grads_(model.buffer_size(), 0.0f),
+      exp_avg_(model.buffer_size(), 0.0f),
+      exp_avg_sq_(model.buffer_size(), 0.0f) {
   if (options.lr < 0 || options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1 ||
       options.eps <= 0 || options.weight_decay < 0 || options.max_grad_norm < 0)
     fail("invalid optimizer settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight decay >= 0, max grad norm >= 0)");

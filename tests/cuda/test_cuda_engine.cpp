@@ -49,14 +49,15 @@ TEST_P(CudaEngine, LossAndGradientsMatchCpuReference) {
   SKIP_WITHOUT_GPU();
   const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
   Model model = Model::from_config(config, 3);
-  for (size_t i = 0; i < model.num_params(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
+  for (size_t i = 0; i < model.buffer_size(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
   const Batch batch = random_batch(2, 64, config.vocab_size, 9);
 
   TrainOptions options;
   options.aux_loss = true;
   Trainer cpu_trainer(model, options, batch.batch_size, batch.seq_len);
   const LossParts cpu = cpu_trainer.compute_gradients(batch);
-  cuda::GpuTrainer gpu_trainer(config, model.params(), options, cuda::Recipe::Bf16, batch.batch_size, batch.seq_len);
+  cuda::GpuTrainer gpu_trainer(config, model.params(), options, {cuda::Recipe::Bf16, false, 0}, batch.batch_size,
+                               batch.seq_len);
   const cuda::GpuLoss gpu = gpu_trainer.compute_gradients(batch);
 
   ASSERT_EQ(gpu.counted, cpu.counted);
@@ -74,12 +75,12 @@ TEST_P(CudaEngine, TrainingLossesTrackCpuReference) {
   SKIP_WITHOUT_GPU();
   const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
   Model model = Model::from_config(config, 4);
-  for (size_t i = 0; i < model.num_params(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
+  for (size_t i = 0; i < model.buffer_size(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
   TrainOptions options;
   options.lr = 3e-3;
   options.total_steps = 6;
   options.max_grad_norm = 1.0;
-  cuda::GpuTrainer gpu_trainer(config, model.params(), options, cuda::Recipe::MixedMaster, 2, 64);
+  cuda::GpuTrainer gpu_trainer(config, model.params(), options, {cuda::Recipe::MixedMaster, false, 0}, 2, 64);
   Trainer cpu_trainer(model, options, 2, 64);
   for (int s = 0; s < 6; ++s) {
     const Batch batch = random_batch(2, 64, config.vocab_size, 100 + s);
@@ -87,6 +88,26 @@ TEST_P(CudaEngine, TrainingLossesTrackCpuReference) {
     const StepStats gpu = gpu_trainer.step(batch);
     EXPECT_NEAR(gpu.loss, cpu.loss, kLossTolerance * cpu.loss) << "step " << s;
     EXPECT_NEAR(gpu.grad_norm, cpu.grad_norm, 5e-2 * cpu.grad_norm) << "step " << s;
+  }
+}
+
+// The fused optimizer step (AdamW per gradient group during the backward pass, on a second stream) must give the same
+// parameters as the step over the whole gradient arena: same kernels, same order per element.
+TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
+  const Model model = Model::from_config(config, 5);
+  TrainOptions options;
+  options.lr = 1e-3;
+  options.max_grad_norm = 0.0;
+  for (const cuda::Recipe recipe : {cuda::Recipe::Bf16, cuda::Recipe::MixedMaster}) {
+    cuda::GpuTrainer arena(config, model.params(), options, {recipe, false, 0}, 2, 64);
+    cuda::GpuTrainer fused(config, model.params(), options, {recipe, true, 0}, 2, 64);
+    for (int s = 0; s < 3; ++s) {
+      const Batch batch = random_batch(2, 64, config.vocab_size, 200 + s);
+      EXPECT_EQ(arena.step(batch).loss, fused.step(batch).loss) << cuda::recipe_name(recipe) << " step " << s;
+    }
+    EXPECT_EQ(arena.download_params(), fused.download_params()) << cuda::recipe_name(recipe);
   }
 }
 
@@ -98,8 +119,8 @@ TEST(CudaEngineGolden, MixtralFixtureLossMatchesTransformers) {
   const Model model = Model::from_pretrained(fixture.folder);
   const Batch batch = fixture.batch("input_ids", "labels");
   TrainOptions options = fixture.train_options();
-  cuda::GpuTrainer trainer(model.config(), model.params(), options, cuda::Recipe::MixedMaster, batch.batch_size,
-                           batch.seq_len);
+  cuda::GpuTrainer trainer(model.config(), model.params(), options, {cuda::Recipe::MixedMaster, false, 0},
+                           batch.batch_size, batch.seq_len);
   const cuda::GpuLoss loss = trainer.compute_gradients(batch);
   const double total = loss.ce_sum / loss.counted + model.config().router_aux_loss_coef * loss.aux;
   EXPECT_NEAR(total, fixture.floats("loss")[0], kLossTolerance * fixture.floats("loss")[0]);
