@@ -40,6 +40,8 @@ Args bench_args() {
                   {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
                                                        "reuse gradient memory (needs --max-grad-norm 0)"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
+                  {"grouped-gemm", "moetune|cublas", "moetune", "expert GEMMs: moetune's kernel (device-side sizes) or "
+                                                              "cuBLAS's grouped GEMM"},
                   {"json", "FILE", "", "also write the results as JSON to FILE"},
               });
 }
@@ -111,6 +113,7 @@ int bench_command(int argc, char** argv) {
   gpu.recipe = recipe;
   gpu.seed = 1;
   gpu.fused_optimizer = args.text("fused-optimizer") == "on";
+  gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
   if (!gpu.fused_optimizer && args.text("fused-optimizer") != "off")
     throw UsageError{"moetune bench: --fused-optimizer must be on or off"};
   cuda::GpuTrainer trainer(config, nullptr, options, gpu, batch_size, seq_len);
@@ -142,9 +145,10 @@ int bench_command(int argc, char** argv) {
   const double used_gib = static_cast<double>(free_start - free_end) / (1 << 30);
   std::printf("model        %s, %d layers, %.2f B parameters, %.2f GFLOP/token (train)\n", config.architecture.c_str(),
               config.num_layers, trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
-  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, loss %.4f\n", seq_len,
-              batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off", gpu.fused_optimizer ? "on" : "off",
-              last_loss);
+  const bool own_gemm = trainer.engine().grouped_gemm_backend() == cuda::GroupedGemmBackend::Moetune;
+  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, loss %.4f\n",
+              seq_len, batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off",
+              gpu.fused_optimizer ? "on" : "off", own_gemm ? "moetune" : "cublas", last_loss);
   std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
               tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
   std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
@@ -164,7 +168,7 @@ int bench_command(int argc, char** argv) {
   std::printf("  | total %.1f\n", phase_total / steps);
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
-                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", own_gemm ? "moetune" : "cublas"},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

@@ -1,11 +1,25 @@
 // Why: `moetune train`. With no options it is the embedded demo: the built-in tiny Qwen3-MoE trained on a generated
 // corpus (held-out part written beside it for `moetune eval`), on the CPU, in about a minute. Outputs in --output:
-// metrics.jsonl (one record per step), loss.svg, final/ (a Hugging Face checkpoint, written atomically), run.json.
+// metrics.jsonl (one record per step), loss.svg, final/ (a Hugging Face checkpoint, written atomically), run.json, and
+// with --save-every checkpoints/step-<N>/ (weights + optimizer state + data position, train/train_state.h).
+// --resume continues such a checkpoint bit-identically (CPU): the run's options come from the checkpoint, a conflicting
+// one given again is an error, metrics.jsonl is cut back to the checkpoint's step and appended to. SIGINT/SIGTERM
+// finish the current step, write a checkpoint and exit with 128 + the signal; a second one aborts at once.
+#include <signal.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <thread>
+#include <utility>
 
 #include "api/model.h"
 #include "cli/args.h"
@@ -13,6 +27,7 @@
 #include "core/error.h"
 #include "train/data.h"
 #include "train/metrics.h"
+#include "train/train_state.h"
 #include "train/trainer.h"
 
 #ifdef MOETUNE_HAVE_CUDA
@@ -25,38 +40,50 @@ namespace fs = std::filesystem;
 
 namespace {
 
+std::vector<Option> train_options() {
+  return {
+    {"model", "DIR", "", "Hugging Face model folder (config.json + safetensors); omitted: the built-in tiny MoE"},
+    {"data", "PATH", "", "token ids: flat uint32 file or JSONL {\"input_ids\": [...], \"labels\": [...]}; "
+                        "omitted: a generated demo corpus"},
+    {"eval-data", "PATH", "", "held-out token data for a validation loss (demo: its generated held-out part)"},
+    {"output", "DIR", "runs/train", "output folder"},
+    {"steps", "N", "600", "optimizer steps"},
+    {"batch-size", "N", "8", "sequences per micro-batch"},
+    {"seq-len", "N", "128", "tokens per sequence"},
+    {"grad-accum", "N", "1", "micro-batches per optimizer step"},
+    {"lr", "X", "3e-3", "peak learning rate"},
+    {"schedule", "NAME", "cosine", "learning-rate schedule: constant, linear or cosine"},
+    {"schedule-steps", "N", "0", "length of the learning-rate schedule, >= --steps unless constant "
+                                 "(0: --steps); longer lets a run stop early and be resumed further"},
+    {"warmup", "N", "20", "warm-up steps"},
+    {"weight-decay", "X", "0.0", "AdamW decoupled weight decay (matrices only)"},
+    {"beta1", "X", "0.9", "AdamW beta1"},
+    {"beta2", "X", "0.999", "AdamW beta2"},
+    {"eps", "X", "1e-8", "AdamW epsilon"},
+    {"max-grad-norm", "X", "1.0", "global gradient-norm clipping; 0 disables"},
+    {"aux-loss", "on|off|config", "config", "router load-balancing loss (config: on iff output_router_logits)"},
+    {"seed", "N", "0", "seed for data order (and initialisation of the built-in model)"},
+    {"eval-every", "N", "100", "steps between validation losses (with --eval-data or the demo)"},
+    {"truncate-long", "", "", "truncate JSONL samples longer than --seq-len instead of failing"},
+    {"save-dtype", "f32|bf16|f16", "f32", "dtype of the saved checkpoint"},
+    {"save-layout", "per-expert|fused", "per-expert", "expert tensor layout of the saved checkpoint"},
+    {"shuffle", "on|off", "on", "shuffle the training samples each epoch (off: file order)"},
+    {"device", "cpu|cuda", "cpu", "cpu: the fp32 reference engine; cuda: the bf16 GPU engine"},
+    {"recipe", "bf16|mixed", "bf16", "GPU precision: bf16 states, or fp32 master weights and states"},
+    {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
+                                          "(needs --max-grad-norm 0 and --grad-accum 1)"},
+    {"grouped-gemm", "moetune|cublas", "moetune", "GPU: implementation of the experts' grouped GEMMs"},
+    {"save-every", "N", "0", "steps between checkpoints OUTPUT/checkpoints/step-N (weights, optimizer "
+                             "state, data position; for --resume); 0: off. SIGINT/SIGTERM always write one"},
+    {"keep-last", "K", "3", "checkpoints kept, older ones deleted once a new one is complete; 0: all"},
+    {"resume", "DIR", "", "continue a run from a checkpoint: a step-N folder, or OUTPUT/checkpoints (its "
+                          "latest); the run's options are the checkpoint's, --steps etc. may change"},
+  };
+}
+
 Args train_args() {
   return Args("train", "Fine-tunes a MoE model (fp32, CPU backend) on token data and saves a Hugging Face checkpoint.",
-              {
-                  {"model", "DIR", "", "Hugging Face model folder (config.json + safetensors); omitted: the built-in tiny MoE"},
-                  {"data", "PATH", "", "token ids: flat uint32 file or JSONL {\"input_ids\": [...], \"labels\": [...]}; "
-                                      "omitted: a generated demo corpus"},
-                  {"eval-data", "PATH", "", "held-out token data for a validation loss (demo: its generated held-out part)"},
-                  {"output", "DIR", "runs/train", "output folder"},
-                  {"steps", "N", "600", "optimizer steps"},
-                  {"batch-size", "N", "8", "sequences per micro-batch"},
-                  {"seq-len", "N", "128", "tokens per sequence"},
-                  {"grad-accum", "N", "1", "micro-batches per optimizer step"},
-                  {"lr", "X", "3e-3", "peak learning rate"},
-                  {"schedule", "NAME", "cosine", "learning-rate schedule: constant, linear or cosine"},
-                  {"warmup", "N", "20", "warm-up steps"},
-                  {"weight-decay", "X", "0.0", "AdamW decoupled weight decay (matrices only)"},
-                  {"beta1", "X", "0.9", "AdamW beta1"},
-                  {"beta2", "X", "0.999", "AdamW beta2"},
-                  {"eps", "X", "1e-8", "AdamW epsilon"},
-                  {"max-grad-norm", "X", "1.0", "global gradient-norm clipping; 0 disables"},
-                  {"aux-loss", "on|off|config", "config", "router load-balancing loss (config: on iff output_router_logits)"},
-                  {"seed", "N", "0", "seed for data order (and initialisation of the built-in model)"},
-                  {"eval-every", "N", "100", "steps between validation losses (with --eval-data or the demo)"},
-                  {"truncate-long", "", "", "truncate JSONL samples longer than --seq-len instead of failing"},
-                  {"save-dtype", "f32|bf16|f16", "f32", "dtype of the saved checkpoint"},
-                  {"save-layout", "per-expert|fused", "per-expert", "expert tensor layout of the saved checkpoint"},
-                  {"shuffle", "on|off", "on", "shuffle the training samples each epoch (off: file order)"},
-                  {"device", "cpu|cuda", "cpu", "cpu: the fp32 reference engine; cuda: the bf16 GPU engine"},
-                  {"recipe", "bf16|mixed", "bf16", "GPU precision: bf16 states, or fp32 master weights and states"},
-                  {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
-                                                        "(needs --max-grad-norm 0 and --grad-accum 1)"},
-              });
+              train_options());
 }
 
 DType parse_save_dtype(const std::string& text) {
@@ -83,13 +110,17 @@ void prepare_output(const fs::path& output) {
   fs::remove(probe);
 }
 
-// The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the three calls the loop needs.
+// The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the calls the loop needs.
 class Runner {
  public:
   virtual ~Runner() = default;
   virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
   virtual LossParts evaluate(const Batch& batch) = 0;
   virtual void copy_parameters_to(Model& model) = 0;
+  // Optimizer state for checkpoints (only engines that can export it; see can_checkpoint).
+  virtual bool can_checkpoint() const = 0;
+  virtual const TrainState& state() const = 0;
+  virtual void load_state(TrainState state) = 0;
 };
 
 class CpuRunner : public Runner {
@@ -99,6 +130,9 @@ class CpuRunner : public Runner {
   StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
   LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
   void copy_parameters_to(Model&) override {}  // trains the model's own buffer
+  bool can_checkpoint() const override { return true; }
+  const TrainState& state() const override { return trainer_.state(); }
+  void load_state(TrainState state) override { trainer_.load_state(std::move(state)); }
 
  private:
   Trainer trainer_;
@@ -121,6 +155,9 @@ class GpuRunner : public Runner {
     const std::vector<float> params = trainer_.download_params();
     std::copy(params.begin(), params.end(), model.params());
   }
+  bool can_checkpoint() const override { return false; }
+  const TrainState& state() const override { fail("--device cuda cannot export its optimizer state yet"); }
+  void load_state(TrainState) override { fail("--device cuda cannot import an optimizer state yet"); }
 
  private:
   cuda::GpuTrainer trainer_;
@@ -136,6 +173,7 @@ std::unique_ptr<Runner> make_runner(const Args& args, Model& model, const TrainO
   cuda::GpuOptions gpu;
   gpu.recipe = cuda::parse_recipe(args.text("recipe"));
   gpu.fused_optimizer = args.text("fused-optimizer") == "on";
+  gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
   return std::make_unique<GpuRunner>(model, options, gpu, batch_size, seq_len);
 #else
   fail("this moetune was built without CUDA; --device cuda is not available");
@@ -160,11 +198,182 @@ std::string format_duration(double seconds) {
   return str(total / 60, ":", (total % 60 < 10 ? "0" : ""), total % 60);
 }
 
+// --- SIGINT / SIGTERM -------------------------------------------------------------------------------------------------
+
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+// First signal: note it (the loop checks after each step). Second: abort at once, by the signal's default action.
+void on_stop_signal(int signal) {
+  if (g_stop_signal != 0) {
+    static const char kAbort[] = "\nmoetune train: second signal, aborting now\n";
+    [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, kAbort, sizeof kAbort - 1);
+    std::signal(signal, SIG_DFL);
+    std::raise(signal);  // delivered when this handler returns
+    return;
+  }
+  g_stop_signal = signal;
+  static const char kNote[] =
+      "\nmoetune train: stopping after this step to write a checkpoint (send the signal again to abort now)\n";
+  [[maybe_unused]] const ssize_t written = ::write(STDERR_FILENO, kNote, sizeof kNote - 1);
+}
+
+// The handlers, installed for the training loop only (the library installs none).
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, &previous_int_);
+    sigaction(SIGTERM, &action, &previous_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &previous_int_, nullptr);
+    sigaction(SIGTERM, &previous_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int caught() const { return g_stop_signal; }
+
+ private:
+  struct sigaction previous_int_ {};
+  struct sigaction previous_term_ {};
+};
+
+// --- resuming ---------------------------------------------------------------------------------------------------------
+
+// Options that may differ when resuming: they change where the run stops, what it writes and how it evaluates, not what
+// it trains. Every other option is the checkpoint's; given again with another value it is an error.
+const std::set<std::string> kChangeableOnResume = {"steps",     "output",      "eval-data",  "eval-every", "save-dtype",
+                                                   "save-layout", "save-every", "keep-last", "resume"};
+const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output"};
+
+std::string absolute_path(const std::string& path) {
+  return path.empty() ? path : fs::absolute(path).lexically_normal().string();
+}
+
+// This run's options as a checkpoint records them: each option's effective text, paths made absolute ("" for an
+// absent --model/--data/--eval-data or flag), --schedule-steps resolved.
+nlohmann::json recorded_options(const Args& args, long schedule_steps) {
+  nlohmann::json recorded = nlohmann::json::object();
+  for (const Option& option : train_options()) {
+    if (option.name == "resume") continue;
+    std::string value = option.value_name.empty() ? (args.flag(option.name) ? "1" : "") : args.text(option.name);
+    if (option.name == "output") value = absolute_path(value);
+    else if (kPathOptions.count(option.name)) value = args.given(option.name) ? absolute_path(value) : "";
+    if (option.name == "schedule-steps") value = std::to_string(schedule_steps);
+    recorded[option.name] = value;
+  }
+  return recorded;
+}
+
+bool same_value(const Option& option, const std::string& a, const std::string& b) {
+  if (kPathOptions.count(option.name)) return absolute_path(a) == absolute_path(b);
+  if (option.value_name == "N" || option.value_name == "X") {
+    char* end_a = nullptr;
+    char* end_b = nullptr;
+    const double x = std::strtod(a.c_str(), &end_a), y = std::strtod(b.c_str(), &end_b);
+    if (!a.empty() && !b.empty() && *end_a == '\0' && *end_b == '\0') return x == y;
+  }
+  return a == b;
+}
+
+std::string describe_recorded(const Option& option, const std::string& value) {
+  if (!value.empty()) return option.value_name.empty() ? "--" + option.name : "--" + option.name + " " + value;
+  if (option.name == "model") return "the built-in tiny MoE (no --model)";
+  if (option.name == "data") return "the generated demo corpus (no --data)";
+  return "no --" + option.name;
+}
+
+// The run folder a step folder belongs to (RUN/checkpoints/step-N), "" when it is elsewhere.
+std::string run_folder_of(const std::string& step_folder) {
+  const fs::path folder = fs::absolute(step_folder).lexically_normal();
+  return folder.parent_path().filename() == "checkpoints" ? folder.parent_path().parent_path().string() : "";
+}
+
+// The options of a resumed run: the checkpoint's, with the given ones that may change (and --output defaulting to the
+// checkpoint's run folder), parsed as a command line of their own.
+Args resumed_args(const Args& given, const LoadedCheckpoint& checkpoint) {
+  const nlohmann::json& run = checkpoint.record.run;
+  if (!run.contains("options") || !run["options"].is_object())
+    fail(checkpoint.folder, "/", kTrainStateJson, ": field \"run.options\" is missing (not written by moetune train)");
+  const nlohmann::json& saved = run["options"];
+  const std::string run_folder = run_folder_of(checkpoint.folder);
+  std::vector<std::string> words;
+  for (const Option& option : train_options()) {
+    if (option.name == "resume") continue;
+    const bool recorded = saved.contains(option.name) && saved[option.name].is_string();
+    const std::string saved_value = recorded ? saved[option.name].get<std::string>() : option.default_text;
+    std::string value = saved_value;
+    if (given.given(option.name)) {
+      value = option.value_name.empty() ? "1" : given.text(option.name);
+      if (!kChangeableOnResume.count(option.name) && !same_value(option, value, saved_value))
+        throw UsageError{str("moetune train: --", option.name, option.value_name.empty() ? "" : " " + value,
+                             " conflicts with the checkpoint ", checkpoint.folder, ", trained with ",
+                             describe_recorded(option, saved_value), "; leave it out when resuming")};
+    } else if (option.name == "output" && !run_folder.empty()) {
+      value = run_folder;
+    }
+    if (value.empty()) continue;
+    words.push_back(option.value_name.empty() ? "--" + option.name : "--" + option.name + "=" + value);
+  }
+  words.push_back("--resume=" + checkpoint.folder);
+  std::vector<char*> argv;
+  for (std::string& word : words) argv.push_back(word.data());
+  Args args = train_args();
+  args.parse(static_cast<int>(argv.size()), argv.data());
+  return args;
+}
+
+// The metrics records of steps 1..step, read from `source` (a killed run may have logged steps past its checkpoint, and
+// cut its last line short); `destination` is rewritten (atomically) to hold exactly those, and the run appends to it.
+std::vector<nlohmann::json> restore_metrics(const fs::path& source, const fs::path& destination, long step) {
+  std::vector<nlohmann::json> kept;
+  std::ifstream in(source);
+  if (!in) std::fprintf(stderr, "note: %s not found; metrics.jsonl starts at step %ld\n", source.c_str(), step + 1);
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object() && record.contains("step") && record["step"].is_number_integer() &&
+        record["step"].get<long>() <= step)
+      kept.push_back(std::move(record));
+  }
+  const fs::path staging = destination.string() + ".tmp";
+  {
+    std::ofstream out(staging, std::ios::trunc);
+    for (const nlohmann::json& record : kept) out << record.dump() << '\n';
+    out.close();
+    if (!out) fail(staging.string(), ": cannot write");
+  }
+  std::error_code error;
+  fs::rename(staging, destination, error);
+  if (error) fail(destination.string(), ": cannot replace: ", error.message());
+  return kept;
+}
+
+// MOETUNE_TEST_PAUSE_IN_SAVE=<ms>: sleep after each file of a checkpoint, so tests can kill a save half-way.
+std::function<void(const std::string&)> test_pause_in_save() {
+  const char* text = std::getenv("MOETUNE_TEST_PAUSE_IN_SAVE");
+  const long ms = text ? std::strtol(text, nullptr, 10) : 0;
+  if (ms <= 0) return {};
+  return [ms](const std::string&) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
+}
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
   Args args = train_args();
   if (!args.parse(argc, argv)) return 0;
+
+  // --resume: the checkpoint (weights, optimizer state, record) is read and validated first, and its options become
+  // this run's (see resumed_args).
+  std::optional<LoadedCheckpoint> checkpoint;
+  if (args.given("resume")) {
+    checkpoint.emplace(load_checkpoint(args.text("resume")));
+    args = resumed_args(args, *checkpoint);
+  }
+  const long start_step = checkpoint ? checkpoint->record.step : 0;
 
   const int batch_size = static_cast<int>(args.integer("batch-size"));
   const int seq_len = static_cast<int>(args.integer("seq-len"));
@@ -176,17 +385,36 @@ int train_command(int argc, char** argv) {
   const long eval_every = args.integer("eval-every");
   if (eval_every < 1 || args.integer("warmup") < 0)
     throw UsageError{"moetune train: --eval-every must be >= 1 and --warmup >= 0"};
+  const long save_every = args.integer("save-every");
+  const long keep_last = args.integer("keep-last");
+  if (save_every < 0 || keep_last < 0 || args.integer("schedule-steps") < 0)
+    throw UsageError{"moetune train: --save-every, --keep-last and --schedule-steps must be >= 0"};
+  const long schedule_steps = args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps;
+  const Schedule schedule = parse_schedule(args.text("schedule"));
+  if (schedule != Schedule::Constant && steps > schedule_steps)
+    throw UsageError{str("moetune train: --steps ", steps, " goes past the end of the ", schedule_name(schedule),
+                         " learning-rate schedule (--schedule-steps ", schedule_steps,
+                         checkpoint ? ", from the checkpoint" : "", ")",
+                         checkpoint ? "; to train further, start a new run with --model on a checkpoint" : "")};
+  if (steps < start_step)
+    throw UsageError{str("moetune train: --steps ", steps, " is before the checkpoint's step ", start_step)};
+  if ((save_every > 0 || checkpoint) && args.text("device") != "cpu")
+    throw UsageError{"moetune train: --save-every and --resume need --device cpu (the GPU trainer cannot save its "
+                     "optimizer state yet)"};
   const DType save_dtype = parse_save_dtype(args.text("save-dtype"));
   const ExpertLayout save_layout = parse_layout(args.text("save-layout"));
   const fs::path output = args.text("output");
   prepare_output(output);
 
-  Model model = args.given("model") ? Model::from_pretrained(args.text("model"))
-                                    : Model::from_config(builtin_tiny_config(), seed);
+  Model model = checkpoint ? std::move(checkpoint->model)
+                : args.given("model") ? Model::from_pretrained(args.text("model"))
+                                      : Model::from_config(builtin_tiny_config(), seed);
   const ModelConfig& config = model.config();
   std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
-               args.given("model") ? args.text("model").c_str() : "built-in tiny MoE", config.architecture.c_str(),
-               model.parameter_count(), config.num_layers, config.num_experts, config.top_k);
+               checkpoint ? checkpoint->folder.c_str()
+               : args.given("model") ? args.text("model").c_str()
+                                     : "built-in tiny MoE",
+               config.architecture.c_str(), model.parameter_count(), config.num_layers, config.num_experts, config.top_k);
 
   const DataOptions data_options{config.vocab_size, seq_len, 0, args.flag("truncate-long")};
   std::string train_path = args.text("data"), eval_path = args.text("eval-data");
@@ -209,10 +437,10 @@ int train_command(int argc, char** argv) {
   if (!eval_path.empty()) eval_data = std::make_unique<TokenDataset>(TokenDataset::load(eval_path, data_options));
 
   TrainOptions options;
-  options.total_steps = steps;
+  options.total_steps = schedule_steps;
   options.lr = args.number("lr");
   options.warmup_steps = args.integer("warmup");
-  options.schedule = parse_schedule(args.text("schedule"));
+  options.schedule = schedule;
   options.beta1 = args.number("beta1");
   options.beta2 = args.number("beta2");
   options.eps = args.number("eps");
@@ -227,18 +455,69 @@ int train_command(int argc, char** argv) {
   if (shuffle != "on" && shuffle != "off") throw UsageError{"moetune train: --shuffle must be on or off"};
   std::unique_ptr<Runner> runner = make_runner(args, model, options, batch_size, seq_len);
   BatchSampler sampler(train_data, batch_size, seed, shuffle == "on");
-  MetricsLog metrics((output / "metrics.jsonl").string());
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
+  int64_t tokens_seen = 0;
+  double elapsed_before = 0.0;  // training time of the run before this process (resumed)
+  if (checkpoint) {
+    const CheckpointRecord& record = checkpoint->record;
+    const SamplerPosition& position = record.sampler;
+    if (position.dataset_size != train_data.size())
+      fail(train_path, ": ", train_data.size(), " sequences of ", seq_len, " tokens, but the checkpoint ",
+           checkpoint->folder, " was trained on ", position.dataset_size, " (the data changed since)");
+    if (record.batch_size != batch_size || record.seq_len != seq_len || record.grad_accum != grad_accum ||
+        position.seed != seed || position.shuffle != (shuffle == "on") || record.options.total_steps != schedule_steps)
+      fail(checkpoint->folder, "/", kTrainStateJson, ": batch, sampler or schedule fields disagree with \"run.options\"");
+    runner->load_state(std::move(checkpoint->state));
+    sampler.seek(position.epoch, position.position);
+    tokens_seen = record.tokens_seen;
+    elapsed_before = record.elapsed_s;
+    const std::string run_folder = run_folder_of(checkpoint->folder);
+    for (const nlohmann::json& record_line :
+         restore_metrics(fs::path(run_folder.empty() ? output : fs::path(run_folder)) / "metrics.jsonl",
+                         output / "metrics.jsonl", start_step)) {
+      step_axis.push_back(record_line["step"].get<double>());
+      losses.push_back(record_line.value("loss", std::nan("")));
+      if (record_line.contains("eval_loss") && record_line["eval_loss"].is_number()) {
+        eval_axis.push_back(record_line["step"].get<double>());
+        eval_losses.push_back(record_line["eval_loss"].get<double>());
+      }
+    }
+    std::fprintf(stderr, "resumed at step %ld (epoch %ld, sample %zu of the data order); training to step %ld\n",
+                 start_step, static_cast<long>(position.epoch), position.position, steps);
+  }
+  MetricsLog metrics((output / "metrics.jsonl").string(), checkpoint.has_value());
+
+  const nlohmann::json run_options = recorded_options(args, schedule_steps);
+  CheckpointWriteOptions write_options;
+  write_options.keep_last = static_cast<int>(keep_last);
+  write_options.after_file = test_pause_in_save();
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds_since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  long last_checkpoint = checkpoint ? start_step : -1;
+  auto save_checkpoint = [&](long step) {
+    runner->copy_parameters_to(model);
+    CheckpointRecord record;
+    record.options = options;
+    record.batch_size = batch_size;
+    record.seq_len = seq_len;
+    record.grad_accum = grad_accum;
+    record.sampler = {sampler.epoch(), sampler.position(), seed, shuffle == "on", train_data.size()};
+    record.tokens_seen = tokens_seen;
+    record.elapsed_s = elapsed_before + seconds_since_start();
+    record.run = {{"options", run_options}};
+    last_checkpoint = step;
+    return write_checkpoint((output / "checkpoints").string(), model, runner->state(), record, write_options);
+  };
 
   ProgressLine progress(static_cast<int>(steps));
-  const auto start = std::chrono::steady_clock::now();
-  int64_t tokens_seen = 0;
-  for (long s = 0; s < steps; ++s) {
+  const StopSignals signals;
+  for (long s = start_step; s < steps; ++s) {
     std::vector<Batch> micro;
     for (int m = 0; m < grad_accum; ++m) micro.push_back(sampler.next());
     const StepStats stats = runner->step(micro);
     tokens_seen += stats.tokens;
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double session_s = seconds_since_start();
+    const double elapsed = elapsed_before + session_s;
     const double tokens_per_s = tokens_seen / std::max(elapsed, 1e-9);
     nlohmann::json record = {{"step", stats.step}, {"loss", stats.loss},       {"ce_loss", stats.ce_loss},
                              {"aux_loss", stats.aux_loss}, {"grad_norm", stats.grad_norm}, {"lr", stats.lr},
@@ -253,10 +532,34 @@ int train_command(int argc, char** argv) {
     metrics.write(record);
     step_axis.push_back(static_cast<double>(stats.step));
     losses.push_back(stats.loss);
-    progress.update(static_cast<int>(stats.step), stats.loss, tokens_per_s, elapsed / stats.step * (steps - stats.step));
+    progress.update(static_cast<int>(stats.step), stats.loss, tokens_per_s,
+                    session_s / static_cast<double>(stats.step - start_step) * static_cast<double>(steps - stats.step));
+    if (save_every > 0 && (stats.step % save_every == 0 || stats.step == steps)) {
+      const std::string folder = save_checkpoint(stats.step);
+      progress.finish();
+      std::fprintf(stderr, "checkpoint: %s\n", folder.c_str());
+    }
+    if (signals.caught() != 0) {
+      progress.finish();
+      const char* name = signals.caught() == SIGINT ? "SIGINT" : "SIGTERM";
+      write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis,
+                           eval_losses);
+      if (!runner->can_checkpoint()) {
+        std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; no checkpoint (--device %s cannot save "
+                     "its optimizer state yet)\n", name, stats.step, steps, args.text("device").c_str());
+      } else {
+        const std::string folder =
+            last_checkpoint == stats.step ? (output / "checkpoints" / checkpoint_folder_name(stats.step)).string()
+                                          : save_checkpoint(stats.step);
+        std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; checkpoint %s; continue with: "
+                     "moetune train --resume %s\n", name, stats.step, steps, folder.c_str(),
+                     (output / "checkpoints").c_str());
+      }
+      return 128 + signals.caught();
+    }
   }
   progress.finish();
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double elapsed = elapsed_before + seconds_since_start();
 
   write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
   runner->copy_parameters_to(model);
@@ -265,14 +568,17 @@ int train_command(int argc, char** argv) {
   save.expert_layout = save_layout;
   model.save_pretrained((output / "final").string(), save);
 
-  const nlohmann::json summary = {
+  const double first_loss = losses.empty() ? std::nan("") : losses.front();
+  const double final_loss = losses.empty() ? std::nan("") : losses.back();
+  nlohmann::json summary = {
       {"model", args.given("model") ? args.text("model") : "built-in tiny MoE"}, {"data", train_path},
       {"steps", steps}, {"batch_size", batch_size}, {"seq_len", seq_len}, {"grad_accum", grad_accum},
-      {"first_loss", losses.front()}, {"final_loss", losses.back()}, {"elapsed_s", elapsed},
-      {"tokens_per_s", tokens_seen / elapsed}, {"checkpoint", (output / "final").string()}};
+      {"first_loss", first_loss}, {"final_loss", final_loss}, {"elapsed_s", elapsed},
+      {"tokens_per_s", tokens_seen / std::max(elapsed, 1e-9)}, {"checkpoint", (output / "final").string()}};
+  if (checkpoint) summary["resumed_from"] = absolute_path(checkpoint->folder);
   std::ofstream((output / "run.json")) << summary.dump(2) << "\n";
-  std::fprintf(stderr, "loss %.4f -> %.4f in %s (%.0f tokens/s)%s\n", losses.front(), losses.back(),
-               format_duration(elapsed).c_str(), tokens_seen / elapsed,
+  std::fprintf(stderr, "loss %.4f -> %.4f in %s (%.0f tokens/s)%s\n", first_loss, final_loss,
+               format_duration(elapsed).c_str(), tokens_seen / std::max(elapsed, 1e-9),
                eval_losses.empty() ? "" : str(", eval loss ", eval_losses.back()).c_str());
   std::fprintf(stderr, "saved %s, %s, %s\n", (output / "final").c_str(), (output / "metrics.jsonl").c_str(),
                (output / "loss.svg").c_str());

@@ -9,6 +9,7 @@
 #include "gpu/gpu_engine_internal.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/embedding.h"
+#include "ops/cuda/grouped_gemm.h"
 #include "ops/cuda/moe_permute.h"
 #include "ops/cuda/rmsnorm.h"
 #include "ops/cuda/rope.h"
@@ -78,10 +79,20 @@ const char* phase_name(Phase phase) {
   return names[static_cast<int>(phase)];
 }
 
-GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream)
-    : config_(config), batch_(batch), seq_len_(seq_len), tokens_(batch * seq_len), stream_(stream), gemm_(stream),
-      attention_(stream) {
+GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name) {
+  if (name == "moetune") return GroupedGemmBackend::Moetune;
+  if (name == "cublas") return GroupedGemmBackend::Cublas;
+  fail("unknown grouped GEMM backend \"", name, "\" (expected moetune or cublas)");
+}
+
+GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
+                     GroupedGemmBackend grouped_gemm)
+    : config_(config), batch_(batch), seq_len_(seq_len), tokens_(batch * seq_len), stream_(stream),
+      grouped_gemm_(grouped_gemm), gemm_(stream), attention_(stream) {
   const ModelConfig& c = config_;
+  if (c.hidden_size % kGroupedGemmDimMultiple != 0 || c.moe_intermediate_size % kGroupedGemmDimMultiple != 0 ||
+      c.num_experts > kGroupedGemmMaxExperts)
+    grouped_gemm_ = GroupedGemmBackend::Cublas;
   if (c.attention_bias || c.o_proj_bias) fail("the CUDA backend does not support attention biases yet (", c.model_type, ")");
   if (c.clip_qkv > 0) fail("the CUDA backend does not support clip_qkv yet");
   if (c.has_shared_expert()) fail("the CUDA backend does not support shared experts (Qwen2-MoE) yet");

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/config.h"
@@ -46,9 +47,16 @@ struct GpuLoss {
   double aux = 0.0;
 };
 
+// Which implementation runs the experts' grouped GEMMs: moetune's own kernel (ops/cuda/grouped_gemm.h: expert sizes
+// read on the device, no host synchronisation; needs hidden and expert widths that are multiples of 64, else the
+// engine falls back to cuBLAS) or cuBLAS's grouped GEMM (per-expert sizes copied to the host once per layer).
+enum class GroupedGemmBackend { Moetune, Cublas };
+GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name);  // "moetune" | "cublas"
+
 class GpuEngine {
  public:
-  GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream);
+  GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
+            GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune);
   ~GpuEngine();
   GpuEngine(const GpuEngine&) = delete;
   GpuEngine& operator=(const GpuEngine&) = delete;
@@ -63,6 +71,7 @@ class GpuEngine {
   GpuLoss loss();
 
   size_t activation_bytes() const { return activation_bytes_; }
+  GroupedGemmBackend grouped_gemm_backend() const { return grouped_gemm_; }
   size_t workspace_bytes() const { return workspace_bytes_; }
 
   // Per-phase milliseconds accumulated since the last reset (needs timing enabled; costs one event per phase change).
@@ -87,6 +96,7 @@ class GpuEngine {
   ModelConfig config_;
   int batch_, seq_len_, tokens_;
   cudaStream_t stream_;
+  GroupedGemmBackend grouped_gemm_;
   Gemm gemm_;
   Attention attention_;
   std::vector<Layer> layers_;

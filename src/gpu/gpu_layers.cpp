@@ -4,6 +4,7 @@
 
 #include "gpu/elementwise.h"
 #include "gpu/gpu_engine_internal.h"
+#include "ops/cuda/grouped_gemm.h"
 #include "ops/cuda/moe_permute.h"
 #include "ops/cuda/rmsnorm.h"
 #include "ops/cuda/rope.h"
@@ -116,16 +117,21 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights) {
     router_balance_stats(b.pick_counts, b.prob_sums, a.probs, a.top_index, N, E, K, b.balance_scratch, stream_);
     mark(Phase::Permute);
     moe_build_routing(a.offsets, a.row_token, a.row_slot, a.token_slot_row, a.top_index, N, E, K, b.routing_scratch, stream_);
-    CUDA_CHECK(cudaMemcpyAsync(b.host_offsets_pinned, a.offsets, sizeof(int32_t) * (E + 1), cudaMemcpyDeviceToHost, stream_));
     moe_gather(a.gathered, a.norm2, a.row_token, rows, H, stream_);
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the grouped GEMMs take per-expert sizes on the host
-    a.host_offsets.assign(b.host_offsets_pinned, b.host_offsets_pinned + E + 1);
+    const bool own = grouped_gemm_ == GroupedGemmBackend::Moetune;
+    if (!own) {  // cuBLAS's grouped GEMM takes per-expert sizes on the host
+      CUDA_CHECK(cudaMemcpyAsync(b.host_offsets_pinned, a.offsets, sizeof(int32_t) * (E + 1), cudaMemcpyDeviceToHost, stream_));
+      CUDA_CHECK(cudaStreamSynchronize(stream_));
+      a.host_offsets.assign(b.host_offsets_pinned, b.host_offsets_pinned + E + 1);
+    }
     mark(Phase::ExpertGemm);
-    gemm_.grouped_linear_forward(a.gate_up, a.gathered, w.experts_gate_up, a.host_offsets, H, 2 * I);
+    if (own) grouped_gemm(GroupedLayout::kNT, a.offsets, E, rows, H, 2 * I, a.gathered, w.experts_gate_up, a.gate_up, stream_);
+    else gemm_.grouped_linear_forward(a.gate_up, a.gathered, w.experts_gate_up, a.host_offsets, H, 2 * I);
     mark(Phase::Other);
     swiglu_forward(a.act, a.gate_up, static_cast<int>(rows), I, stream_);
     mark(Phase::ExpertGemm);
-    gemm_.grouped_linear_forward(a.expert_out, a.act, w.experts_down, a.host_offsets, I, H);
+    if (own) grouped_gemm(GroupedLayout::kNT, a.offsets, E, rows, I, H, a.act, w.experts_down, a.expert_out, stream_);
+    else gemm_.grouped_linear_forward(a.expert_out, a.act, w.experts_down, a.host_offsets, I, H);
     mark(Phase::Permute);
     moe_combine_forward(b.mlp_out, a.expert_out, a.top_weight, a.token_slot_row, N, H, K, stream_);
   }
@@ -155,13 +161,24 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     mark(Phase::Permute);
     moe_combine_backward(b.d_rows, b.d_top_weight, b.d_stream, a.expert_out, a.top_weight, a.row_token, a.row_slot, rows,
                          H, K, stream_);
+    const bool own = grouped_gemm_ == GroupedGemmBackend::Moetune;
     mark(Phase::ExpertGemm);
-    gemm_.grouped_linear_backward(b.d_act, g.experts_down, b.d_rows, a.act, w.experts_down, a.host_offsets, I, H);
+    if (own) {  // d_act = d_rows · W_down[e];  d W_down[e] += d_rows_e^T · act_e
+      grouped_gemm(GroupedLayout::kNN, a.offsets, E, rows, H, I, b.d_rows, w.experts_down, b.d_act, stream_);
+      grouped_gemm(GroupedLayout::kTN, a.offsets, E, rows, H, I, b.d_rows, a.act, g.experts_down, stream_);
+    } else {
+      gemm_.grouped_linear_backward(b.d_act, g.experts_down, b.d_rows, a.act, w.experts_down, a.host_offsets, I, H);
+    }
     mark(Phase::Other);
     swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(rows), I, stream_);
     mark(Phase::ExpertGemm);
-    gemm_.grouped_linear_backward(b.d_rows, g.experts_gate_up, b.d_gate_up, a.gathered, w.experts_gate_up,
-                                  a.host_offsets, H, 2 * I);
+    if (own) {  // d_gathered = d_gate_up · W_gate_up[e];  d W_gate_up[e] += d_gate_up_e^T · gathered_e
+      grouped_gemm(GroupedLayout::kNN, a.offsets, E, rows, 2 * I, H, b.d_gate_up, w.experts_gate_up, b.d_rows, stream_);
+      grouped_gemm(GroupedLayout::kTN, a.offsets, E, rows, 2 * I, H, b.d_gate_up, a.gathered, g.experts_gate_up, stream_);
+    } else {
+      gemm_.grouped_linear_backward(b.d_rows, g.experts_gate_up, b.d_gate_up, a.gathered, w.experts_gate_up,
+                                    a.host_offsets, H, 2 * I);
+    }
     mark(Phase::Permute);
     moe_scatter_add_backward(b.d_norm, b.d_rows, a.token_slot_row, N, H, K, stream_);
     mark(Phase::Router);

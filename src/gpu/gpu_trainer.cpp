@@ -103,7 +103,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(params_.data())));
   if (!gpu_.fused_optimizer) grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
   for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
-  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_);
+  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, gpu_.grouped_gemm);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 

@@ -27,6 +27,7 @@ struct GpuOptions {
   Recipe recipe = Recipe::Bf16;
   bool fused_optimizer = false;  // needs max_grad_norm == 0 and untied embeddings
   uint64_t seed = 0;             // random initialisation when no parameters are given
+  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune;
 };
 
 class GpuTrainer : private GradientSink {

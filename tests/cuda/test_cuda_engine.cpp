@@ -23,8 +23,9 @@ nlohmann::json tiny_json(const std::string& family) {
                       {"rope_theta", 10000.0}, {"output_router_logits", true}, {"router_aux_loss_coef", 0.02},
                       {"initializer_range", 0.1}, {"tie_word_embeddings", false}};
   if (family == "qwen3_moe") {
-    j.update({{"model_type", "qwen3_moe"}, {"head_dim", 32}, {"num_experts", 8}, {"moe_intermediate_size", 32},
-              {"intermediate_size", 96}, {"mlp_only_layers", {0}}, {"norm_topk_prob", true}});
+    // Widths that are multiples of 64, so the experts run on moetune's own grouped GEMM (the others use cuBLAS's).
+    j.update({{"model_type", "qwen3_moe"}, {"hidden_size", 128}, {"head_dim", 32}, {"num_experts", 8},
+              {"moe_intermediate_size", 64}, {"intermediate_size", 96}, {"mlp_only_layers", {0}}, {"norm_topk_prob", true}});
   } else if (family == "mixtral") {
     j.update({{"model_type", "mixtral"}, {"num_local_experts", 6}, {"intermediate_size", 48}, {"sliding_window", 24}});
   } else {
@@ -109,6 +110,21 @@ TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
     }
     EXPECT_EQ(arena.download_params(), fused.download_params()) << cuda::recipe_name(recipe);
   }
+}
+
+TEST(CudaEngineBackends, OwnAndCublasGroupedGemmsGiveTheSameGradients) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json("qwen3_moe"), "test config qwen3_moe");
+  const Model model = Model::from_config(config, 6);
+  const Batch batch = random_batch(2, 64, config.vocab_size, 11);
+  TrainOptions options;
+  cuda::GpuOptions own{cuda::Recipe::Bf16, false, 0, cuda::GroupedGemmBackend::Moetune};
+  cuda::GpuOptions cublas{cuda::Recipe::Bf16, false, 0, cuda::GroupedGemmBackend::Cublas};
+  cuda::GpuTrainer a(config, model.params(), options, own, 2, 64), b(config, model.params(), options, cublas, 2, 64);
+  ASSERT_EQ(a.engine().grouped_gemm_backend(), cuda::GroupedGemmBackend::Moetune);
+  const double own_loss = a.compute_gradients(batch).ce_sum, cublas_loss = b.compute_gradients(batch).ce_sum;
+  EXPECT_NEAR(own_loss, cublas_loss, 1e-3 * cublas_loss);
+  EXPECT_LE(relative_norm_error(a.download_grads(), b.download_grads()), 2e-2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaEngine, ::testing::Values("qwen3_moe", "mixtral", "olmoe"));
