@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 #include "ops/cpu/adamw.h"
@@ -22,11 +23,18 @@ Trainer::Trainer(Model& model, const TrainOptions& options, int batch_size, int 
       options_(options),
       engine_(model.config(), batch_size, seq_len),
       grads_(model.buffer_size(), 0.0f),
-      exp_avg_(model.buffer_size(), 0.0f),
-      exp_avg_sq_(model.buffer_size(), 0.0f) {
+      state_{0, std::vector<float>(model.buffer_size(), 0.0f), std::vector<float>(model.buffer_size(), 0.0f)} {
   if (options.lr < 0 || options.beta1 < 0 || options.beta1 >= 1 || options.beta2 < 0 || options.beta2 >= 1 ||
       options.eps <= 0 || options.weight_decay < 0 || options.max_grad_norm < 0)
     fail("invalid optimizer settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight decay >= 0, max grad norm >= 0)");
+}
+
+void Trainer::load_state(TrainState state) {
+  if (state.step < 0) fail("optimizer state: step is ", state.step, ", must be >= 0");
+  if (state.exp_avg.size() != grads_.size() || state.exp_avg_sq.size() != grads_.size())
+    fail("optimizer state: moments of ", state.exp_avg.size(), " and ", state.exp_avg_sq.size(),
+         " values do not match the model's ", grads_.size());
+  state_ = std::move(state);
 }
 
 void Trainer::check_batch(const Batch& batch) const {
@@ -83,20 +91,20 @@ StepStats Trainer::step(const std::vector<Batch>& micro_batches) {
 
   stats.grad_norm = std::sqrt(cpu::grad_norm_squared(grads_.data(), grads_.size()));
   if (!std::isfinite(stats.grad_norm))
-    fail("step ", steps_done_ + 1, ": gradient norm is not finite (loss ", stats.loss, "); lower the learning rate");
+    fail("step ", state_.step + 1, ": gradient norm is not finite (loss ", stats.loss, "); lower the learning rate");
   if (options_.max_grad_norm > 0) {
     const double clip = options_.max_grad_norm / (stats.grad_norm + 1e-6);
     if (clip < 1.0) cpu::scale_in_place(grads_.data(), grads_.size(), static_cast<float>(clip));
   }
 
-  stats.lr = options_.lr * lr_multiplier(options_.schedule, steps_done_, options_.warmup_steps, options_.total_steps);
-  ++steps_done_;
-  const cpu::AdamWHyper hyper{stats.lr, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, steps_done_};
+  stats.lr = options_.lr * lr_multiplier(options_.schedule, state_.step, options_.warmup_steps, options_.total_steps);
+  ++state_.step;
+  const cpu::AdamWHyper hyper{stats.lr, options_.beta1, options_.beta2, options_.eps, options_.weight_decay, state_.step};
   float* params = model_.params();
   for (const ParamInfo& info : model_.layout().params())
-    cpu::adamw_update(params + info.offset, grads_.data() + info.offset, exp_avg_.data() + info.offset,
-                      exp_avg_sq_.data() + info.offset, info.numel, hyper, info.weight_decay);
-  stats.step = steps_done_;
+    cpu::adamw_update(params + info.offset, grads_.data() + info.offset, state_.exp_avg.data() + info.offset,
+                      state_.exp_avg_sq.data() + info.offset, info.numel, hyper, info.weight_decay);
+  stats.step = state_.step;
   return stats;
 }
 

@@ -1,6 +1,8 @@
 // Why: one optimizer step = forward/backward over the micro-batches of a step (gradient accumulation), global gradient
 // norm and clipping, the learning-rate schedule and AdamW — the loop a user would otherwise write around PyTorch.
-// Gradients and AdamW moments live in their own arenas (flat buffers with the parameter layout).
+// Gradients and AdamW moments live in their own arenas (flat buffers with the parameter layout). The optimizer state
+// (moments + step count) can be taken out and put back (TrainState), which is what a checkpoint needs besides the
+// parameters to continue a run bit-identically; train/train_state.h writes it to disk.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +38,14 @@ struct StepStats {
   int64_t counted = 0;      // positions that carried a label
 };
 
+// Everything of the optimizer that outlives a step, device-neutral (fp32 moments in the parameter layout's order, gaps
+// included, so the GPU trainer can use the same format).
+struct TrainState {
+  long step = 0;                   // optimizer steps taken (the next update is step + 1)
+  std::vector<float> exp_avg;      // (layout.total_floats()) AdamW first moments
+  std::vector<float> exp_avg_sq;   // (layout.total_floats()) AdamW second moments
+};
+
 class Trainer {
  public:
   Trainer(Model& model, const TrainOptions& options, int batch_size, int seq_len);
@@ -48,7 +58,12 @@ class Trainer {
   LossParts compute_gradients(const Batch& batch);
 
   const float* grads() const { return grads_.data(); }
-  long steps_done() const { return steps_done_; }
+  long steps_done() const { return state_.step; }
+
+  // The optimizer state after the last step.
+  const TrainState& state() const { return state_; }
+  // Replaces the optimizer state (resuming): the moments must have the model's buffer size; throws Error otherwise.
+  void load_state(TrainState state);
 
  private:
   void check_batch(const Batch& batch) const;
@@ -57,9 +72,7 @@ class Trainer {
   TrainOptions options_;
   CpuEngine engine_;
   std::vector<float> grads_;       // gradient arena (layout.total_floats())
-  std::vector<float> exp_avg_;     // AdamW first moments
-  std::vector<float> exp_avg_sq_;  // AdamW second moments
-  long steps_done_ = 0;
+  TrainState state_;               // AdamW moments (two arenas) and the step count
 };
 
 // Positions of a batch that carry a label after the shift (the label of position t is labels[t + 1]).

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -57,6 +58,16 @@ inline double relative_norm_error(const std::vector<float>& actual, const std::v
     ref += static_cast<double>(expected[i]) * expected[i];
   }
   return ref > 0 ? std::sqrt(diff / ref) : std::sqrt(diff);
+}
+
+// Index of the first element whose bits differ (or 0 on a size mismatch), -1 when the two are identical. Used instead
+// of comparing whole vectors so that a failure prints one index, not millions of values.
+template <class T>
+long first_difference(const std::vector<T>& a, const std::vector<T>& b) {
+  if (a.size() != b.size()) return 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<long>(i);
+  return -1;
 }
 
 // Tolerances for bf16 outputs (8 bits of mantissa: one rounding is ~2^-9 relative).

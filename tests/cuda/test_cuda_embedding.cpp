@@ -14,16 +14,6 @@
 namespace moetune::testing {
 namespace {
 
-// Index of the first element whose bits differ (or 0 on a size mismatch), -1 when the two are identical. Used instead
-// of comparing whole vectors so that a failure prints one index, not millions of values.
-template <class T>
-long first_difference(const std::vector<T>& a, const std::vector<T>& b) {
-  if (a.size() != b.size()) return 0;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0) return static_cast<long>(i);
-  return -1;
-}
-
 struct Shape {
   int tokens, vocab, hidden, padding_idx;
 };

@@ -1,0 +1,338 @@
+// Why: see train_state.h.
+#include "train/train_state.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+#include "io/safetensors.h"
+
+namespace moetune {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kFormat = "moetune-train-state";
+constexpr int kVersion = 1;
+
+void fsync_path(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) fail(path.string(), ": cannot open to sync it to disk");
+  const int result = ::fsync(fd);
+  ::close(fd);
+  if (result != 0) fail(path.string(), ": cannot sync to disk");
+}
+
+// The step of a folder named exactly "step-<digits>"; -1 for anything else (staging and aside folders included).
+long step_of(const std::string& name) {
+  if (name.rfind("step-", 0) != 0 || name.size() == 5 || name.size() > 5 + 18) return -1;
+  for (size_t i = 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return -1;
+  return std::stol(name.substr(5));
+}
+
+// step-<N> folders of `checkpoints`, by step.
+std::map<long, fs::path> step_folders(const fs::path& checkpoints) {
+  std::map<long, fs::path> found;
+  std::error_code error;
+  for (fs::directory_iterator it(checkpoints, error), end; !error && it != end; it.increment(error)) {
+    const long step = step_of(it->path().filename().string());
+    if (step >= 0 && it->is_directory()) found[step] = it->path();
+  }
+  return found;
+}
+
+// Renames `folder` aside (so its final name disappears in one step), then deletes it.
+void remove_checkpoint(const fs::path& folder) {
+  const fs::path aside = folder.parent_path() / (folder.filename().string() + ".old-" + std::to_string(::getpid()));
+  std::error_code error;
+  fs::remove_all(aside, error);
+  fs::rename(folder, aside, error);
+  if (error) fail(folder.string(), ": cannot remove old checkpoint: ", error.message());
+  fs::remove_all(aside, error);
+}
+
+// Staging (*.tmp-<pid>) and aside (*.old-<pid>) folders left by a process that was killed; ours are left alone.
+void remove_leftovers(const fs::path& checkpoints) {
+  const std::string own = "-" + std::to_string(::getpid());
+  std::vector<fs::path> stale;
+  std::error_code error;
+  for (fs::directory_iterator it(checkpoints, error), end; !error && it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    const bool leftover = name.rfind("step-", 0) == 0 &&
+                          (name.find(".tmp-") != std::string::npos || name.find(".old-") != std::string::npos);
+    const bool ours = name.size() > own.size() && name.compare(name.size() - own.size(), own.size(), own) == 0;
+    if (!leftover || ours) continue;
+    stale.push_back(it->path());
+  }
+  for (const fs::path& path : stale) fs::remove_all(path, error);
+}
+
+json options_json(const CheckpointRecord& record) {
+  const TrainOptions& o = record.options;
+  return {
+      {"format", kFormat},
+      {"version", kVersion},
+      {"step", record.step},
+      {"optimizer",
+       {{"name", "adamw"}, {"lr", o.lr}, {"beta1", o.beta1}, {"beta2", o.beta2}, {"eps", o.eps},
+        {"weight_decay", o.weight_decay}, {"max_grad_norm", o.max_grad_norm}}},
+      {"schedule", {{"name", schedule_name(o.schedule)}, {"warmup_steps", o.warmup_steps}, {"total_steps", o.total_steps}}},
+      {"aux_loss", o.aux_loss},
+      {"batch", {{"batch_size", record.batch_size}, {"seq_len", record.seq_len}, {"grad_accum", record.grad_accum}}},
+      {"sampler",
+       {{"epoch", record.sampler.epoch}, {"position", record.sampler.position}, {"seed", record.sampler.seed},
+        {"shuffle", record.sampler.shuffle}, {"dataset_size", record.sampler.dataset_size}}},
+      {"progress", {{"tokens_seen", record.tokens_seen}, {"elapsed_s", record.elapsed_s}}},
+      {"state_file", kTrainStateTensors},
+      {"run", record.run},
+  };
+}
+
+// Typed access to trainer_state.json with errors naming the file and the field ("sampler.epoch").
+class Fields {
+ public:
+  Fields(const json& root, std::string file) : root_(root), file_(std::move(file)) {}
+
+  const json& at(const std::string& dotted, json::value_t kind) const {
+    const json* node = &root_;
+    std::stringstream parts(dotted);
+    std::string part;
+    while (std::getline(parts, part, '.')) {
+      if (!node->is_object() || !node->contains(part)) fail(file_, ": field \"", dotted, "\" is missing");
+      node = &(*node)[part];
+    }
+    const bool ok = kind == json::value_t::number_float ? node->is_number()
+                    : kind == json::value_t::number_unsigned ? node->is_number_unsigned()
+                    : kind == json::value_t::number_integer  ? node->is_number_integer()
+                                                             : node->type() == kind;
+    if (!ok) fail(file_, ": field \"", dotted, "\" has the wrong type (", node->type_name(), "): ", node->dump());
+    return *node;
+  }
+  double number(const std::string& dotted) const { return at(dotted, json::value_t::number_float).get<double>(); }
+  int64_t integer(const std::string& dotted, int64_t min) const {
+    const int64_t value = at(dotted, json::value_t::number_integer).get<int64_t>();
+    if (value < min) fail(file_, ": field \"", dotted, "\" is ", value, ", must be >= ", min);
+    return value;
+  }
+  uint64_t unsigned_integer(const std::string& dotted) const {
+    return at(dotted, json::value_t::number_unsigned).get<uint64_t>();
+  }
+  bool boolean(const std::string& dotted) const { return at(dotted, json::value_t::boolean).get<bool>(); }
+  std::string text(const std::string& dotted) const { return at(dotted, json::value_t::string).get<std::string>(); }
+
+ private:
+  const json& root_;
+  std::string file_;
+};
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
+}  // namespace
+
+std::string checkpoint_folder_name(long step) { return "step-" + std::to_string(step); }
+
+std::string write_checkpoint(const std::string& checkpoints, const Model& model, const TrainState& state,
+                             CheckpointRecord record, const CheckpointWriteOptions& options) {
+  const size_t floats = model.buffer_size();
+  if (state.exp_avg.size() != floats || state.exp_avg_sq.size() != floats)
+    fail("checkpoint: optimizer moments of ", state.exp_avg.size(), " and ", state.exp_avg_sq.size(),
+         " values do not match the model's ", floats);
+  if (options.keep_last < 0) fail("checkpoint: keep_last is ", options.keep_last, ", must be >= 0");
+  record.step = state.step;
+  const fs::path root = fs::absolute(fs::path(checkpoints)).lexically_normal();
+  std::error_code error;
+  fs::create_directories(root, error);
+  if (error) fail(root.string(), ": cannot create checkpoints folder: ", error.message());
+  remove_leftovers(root);
+
+  const std::string name = checkpoint_folder_name(state.step);
+  const fs::path target = root / name;
+  const fs::path staging = root / (name + ".tmp-" + std::to_string(::getpid()));
+  fs::remove_all(staging, error);
+  auto after = [&](const char* file) {
+    if (options.after_file) options.after_file(file);
+  };
+  try {
+    model.save_pretrained(staging.string());  // fp32, per-expert: exact weights; creates `staging` (atomically)
+    after("model.safetensors");
+
+    std::vector<TensorToWrite> tensors;
+    tensors.reserve(2 * model.layout().params().size());
+    for (const auto& [prefix, moments] : {std::pair{"exp_avg.", &state.exp_avg}, std::pair{"exp_avg_sq.", &state.exp_avg_sq}})
+      for (const ParamInfo& info : model.layout().params())
+        tensors.push_back({prefix + info.name, DType::F32, info.shape, moments->data() + info.offset, info.numel * sizeof(float)});
+    write_safetensors((staging / kTrainStateTensors).string(), tensors,
+                      {{"format", kFormat}, {"step", std::to_string(state.step)}});
+    after(kTrainStateTensors);
+
+    const fs::path json_path = staging / kTrainStateJson;
+    {
+      std::ofstream out(json_path, std::ios::trunc);
+      out << options_json(record).dump(2) << "\n";
+      out.close();
+      if (!out) fail(json_path.string(), ": write failed");
+    }
+    fsync_path(json_path);
+    after(kTrainStateJson);
+    fsync_path(staging);
+
+    // A checkpoint of the same step (a rewound timeline) is replaced: moved aside, the new one renamed in, the old
+    // one deleted.
+    const fs::path previous = root / (name + ".old-" + std::to_string(::getpid()));
+    const bool had_previous = fs::exists(target);
+    if (had_previous) {
+      fs::remove_all(previous, error);
+      fs::rename(target, previous, error);
+      if (error) fail(target.string(), ": cannot move the previous checkpoint aside: ", error.message());
+    }
+    fs::rename(staging, target, error);
+    if (error) {
+      if (had_previous) fs::rename(previous, target, error);
+      fail(target.string(), ": cannot move the new checkpoint into place: ", error.message());
+    }
+    fsync_path(root);
+    if (had_previous) fs::remove_all(previous, error);
+  } catch (...) {
+    fs::remove_all(staging, error);
+    throw;
+  }
+
+  // Prune only now that the new checkpoint is complete.
+  std::map<long, fs::path> existing = step_folders(root);
+  for (auto it = existing.upper_bound(state.step); it != existing.end(); ++it) remove_checkpoint(it->second);
+  existing.erase(existing.upper_bound(state.step), existing.end());
+  if (options.keep_last > 0)
+    while (existing.size() > static_cast<size_t>(options.keep_last)) {
+      remove_checkpoint(existing.begin()->second);
+      existing.erase(existing.begin());
+    }
+  return target.string();
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  const fs::path folder(path);
+  std::error_code error;
+  if (!fs::is_directory(folder, error)) fail(path, ": no such checkpoint folder");
+  if (fs::exists(folder / kTrainStateJson) || fs::exists(folder / "config.json") || step_of(folder.filename().string()) >= 0)
+    return path;
+  for (const fs::path& checkpoints : {folder, folder / "checkpoints"}) {
+    const std::map<long, fs::path> found = step_folders(checkpoints);
+    if (!found.empty()) return found.rbegin()->second.string();
+  }
+  fail(path, ": no checkpoint in it (expected a step-<N> folder, or a folder holding step-<N> folders or checkpoints/)");
+}
+
+CheckpointRecord read_checkpoint_record(const std::string& step_folder) {
+  const std::string path = (fs::path(step_folder) / kTrainStateJson).string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": missing (not a moetune training checkpoint, or an incomplete one)");
+  std::stringstream text;
+  text << in.rdbuf();
+  const json root = json(parse_json_strict(text.str(), path));
+  if (!root.is_object()) fail(path, ": not a JSON object");
+  const Fields fields(root, path);
+  if (fields.text("format") != kFormat) fail(path, ": field \"format\" is not \"", kFormat, "\"");
+  if (fields.integer("version", 0) != kVersion)
+    fail(path, ": field \"version\" is ", root["version"].dump(), "; this moetune reads version ", kVersion);
+
+  CheckpointRecord record;
+  record.step = fields.integer("step", 0);
+  TrainOptions& o = record.options;
+  if (fields.text("optimizer.name") != "adamw") fail(path, ": field \"optimizer.name\" is not \"adamw\"");
+  o.lr = fields.number("optimizer.lr");
+  o.beta1 = fields.number("optimizer.beta1");
+  o.beta2 = fields.number("optimizer.beta2");
+  o.eps = fields.number("optimizer.eps");
+  o.weight_decay = fields.number("optimizer.weight_decay");
+  o.max_grad_norm = fields.number("optimizer.max_grad_norm");
+  try {
+    o.schedule = parse_schedule(fields.text("schedule.name"));
+  } catch (const Error& bad) {
+    fail(path, ": field \"schedule.name\": ", bad.what());
+  }
+  o.warmup_steps = fields.integer("schedule.warmup_steps", 0);
+  o.total_steps = fields.integer("schedule.total_steps", 1);
+  o.aux_loss = fields.boolean("aux_loss");
+  record.batch_size = static_cast<int>(fields.integer("batch.batch_size", 1));
+  record.seq_len = static_cast<int>(fields.integer("batch.seq_len", 2));
+  record.grad_accum = static_cast<int>(fields.integer("batch.grad_accum", 1));
+  record.sampler.epoch = fields.integer("sampler.epoch", 0);
+  record.sampler.position = static_cast<size_t>(fields.integer("sampler.position", 0));
+  record.sampler.seed = fields.unsigned_integer("sampler.seed");
+  record.sampler.shuffle = fields.boolean("sampler.shuffle");
+  record.sampler.dataset_size = static_cast<size_t>(fields.integer("sampler.dataset_size", 1));
+  if (record.sampler.position >= record.sampler.dataset_size)
+    fail(path, ": field \"sampler.position\" is ", record.sampler.position, ", outside the dataset of ",
+         record.sampler.dataset_size, " samples");
+  record.tokens_seen = fields.integer("progress.tokens_seen", 0);
+  record.elapsed_s = fields.number("progress.elapsed_s");
+  record.run = fields.at("run", json::value_t::object);
+  return record;
+}
+
+TrainState read_train_state(const std::string& step_folder, const ParamLayout& layout, long expected_step) {
+  const std::string path = (fs::path(step_folder) / kTrainStateTensors).string();
+  if (!fs::exists(path)) fail(path, ": missing (the optimizer state of the checkpoint)");
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  const auto& metadata = file.metadata();
+  const auto format = metadata.find("format");
+  if (format == metadata.end() || format->second != kFormat)
+    fail(path, ": metadata \"format\" is not \"", kFormat, "\" (not a moetune optimizer state)");
+  const auto step = metadata.find("step");
+  if (step == metadata.end() || step->second != std::to_string(expected_step))
+    fail(path, ": metadata \"step\" is ", step == metadata.end() ? "missing" : "\"" + step->second + "\"", ", but ",
+         kTrainStateJson, " says step ", expected_step, " (files from different checkpoints?)");
+
+  TrainState state;
+  state.step = expected_step;
+  state.exp_avg.assign(layout.total_floats(), 0.0f);
+  state.exp_avg_sq.assign(layout.total_floats(), 0.0f);
+  size_t expected_tensors = 0;
+  for (const auto& [prefix, moments] : {std::pair{"exp_avg.", &state.exp_avg}, std::pair{"exp_avg_sq.", &state.exp_avg_sq}}) {
+    for (const ParamInfo& info : layout.params()) {
+      const std::string name = prefix + info.name;
+      ++expected_tensors;
+      const TensorEntry* entry = file.find(name);
+      if (!entry) fail(path, ": tensor ", name, " is missing (optimizer state of another model?)");
+      if (entry->dtype != DType::F32) fail(path, ": tensor ", name, " has dtype ", dtype_name(entry->dtype), ", expected F32");
+      if (entry->shape != info.shape)
+        fail(path, ": tensor ", name, " has shape ", shape_text(entry->shape), ", the model's parameter has ",
+             shape_text(info.shape));
+      read_as_f32(*entry, moments->data() + info.offset);
+    }
+  }
+  if (file.tensors().size() != expected_tensors)
+    for (const TensorEntry& entry : file.tensors()) {
+      const bool moment = entry.name.rfind("exp_avg.", 0) == 0 || entry.name.rfind("exp_avg_sq.", 0) == 0;
+      const std::string param = moment ? entry.name.substr(entry.name.find('.') + 1) : "";
+      if (!moment || !layout.find(param)) fail(path, ": unexpected tensor ", entry.name, " (not a parameter of the model)");
+    }
+  return state;
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& path) {
+  const std::string folder = resolve_checkpoint(path);
+  if (!fs::exists(fs::path(folder) / "config.json"))
+    fail((fs::path(folder) / "config.json").string(), ": missing (not a checkpoint folder, or an incomplete one)");
+  CheckpointRecord record = read_checkpoint_record(folder);
+  Model model = Model::from_pretrained(folder);
+  TrainState state = read_train_state(folder, model.layout(), record.step);
+  return LoadedCheckpoint{folder, std::move(model), std::move(state), std::move(record)};
+}
+
+}  // namespace moetune

@@ -1,0 +1,91 @@
+// Why: a run that stops (a crash, a pre-empted machine, Ctrl-C) must be able to continue as if it never had. A training
+// checkpoint is therefore a Hugging Face model folder (fp32, so Transformers and `moetune eval` load any step as it is)
+// plus what the weights do not say:
+//   trainer_state.safetensors  the AdamW moments, fp32, one tensor per parameter and moment:
+//                              "exp_avg.<name>" and "exp_avg_sq.<name>" with the parameter's shape (<name> as in
+//                              ParamLayout); metadata {"format": "moetune-train-state", "step": "<N>"}
+//   trainer_state.json         step, optimizer and schedule settings, micro-batch geometry, the data position
+//                              (sampler epoch, position, seed, shuffle, dataset size), tokens and time so far, and the
+//                              caller's own record (the CLI keeps its options there)
+// The format is device-neutral: a GPU trainer with bf16 states widens them to fp32 when it saves.
+//
+// Atomicity: checkpoints/step-<N>/ is written as step-<N>.tmp-<pid>/, every file and the folder fsynced, then renamed;
+// so a folder named step-<N> is always complete, and a crash leaves at most a *.tmp-* folder (removed by the next
+// save). Older checkpoints beyond keep_last go only after the new one is in place, renamed aside (*.old-<pid>) before
+// they are deleted, so even an interrupted deletion never leaves a broken step-<N>.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "api/model.h"
+#include "train/trainer.h"
+
+namespace moetune {
+
+// Where the data stream stands: BatchSampler::epoch()/position(), and the sampler settings and dataset size without
+// which they mean nothing.
+struct SamplerPosition {
+  int64_t epoch = 0;
+  size_t position = 0;
+  uint64_t seed = 0;
+  bool shuffle = true;
+  size_t dataset_size = 0;  // samples of the dataset walked (a changed data file is caught when resuming)
+};
+
+// trainer_state.json: everything but the weights and the moments.
+struct CheckpointRecord {
+  long step = 0;                 // optimizer steps taken
+  TrainOptions options;          // optimizer and schedule settings
+  int batch_size = 0;            // sequences per micro-batch
+  int seq_len = 0;               // tokens per sequence
+  int grad_accum = 1;            // micro-batches per optimizer step
+  SamplerPosition sampler;
+  int64_t tokens_seen = 0;       // tokens trained on so far
+  double elapsed_s = 0.0;        // training time so far
+  nlohmann::json run = nlohmann::json::object();  // the caller's own record, stored as given
+};
+
+struct CheckpointWriteOptions {
+  int keep_last = 3;  // checkpoints kept (the new one included); 0 keeps all
+  // Called after each file of the step folder is complete, with its name (tests pause here to interrupt a save).
+  std::function<void(const std::string& file)> after_file;
+};
+
+// Names of the step folder and its two state files.
+std::string checkpoint_folder_name(long step);  // "step-<step>"
+inline constexpr const char* kTrainStateTensors = "trainer_state.safetensors";
+inline constexpr const char* kTrainStateJson = "trainer_state.json";
+
+// Writes <checkpoints>/step-<state.step>/ (the model's weights in fp32, the moments, `record` with record.step set to
+// state.step) atomically, then prunes: older checkpoints beyond keep_last, and any step-<M> with M > state.step (left
+// by a timeline abandoned when an earlier checkpoint was resumed). Returns the new folder's path.
+std::string write_checkpoint(const std::string& checkpoints, const Model& model, const TrainState& state,
+                             CheckpointRecord record, const CheckpointWriteOptions& options = {});
+
+// The step folder `path` designates: a step folder itself (it holds trainer_state.json or config.json), a checkpoints
+// folder (its highest step-<N>), or a run folder (the highest step-<N> of its checkpoints/). Throws Error naming
+// `path` when there is none.
+std::string resolve_checkpoint(const std::string& path);
+
+// Reads and validates <step_folder>/trainer_state.json. Errors name the file and the field.
+CheckpointRecord read_checkpoint_record(const std::string& step_folder);
+
+// Reads <step_folder>/trainer_state.safetensors into a TrainState for `layout` (step from the file's metadata, which
+// must equal `expected_step`). Errors name the file and the tensor: missing, unexpected, wrong dtype or shape.
+TrainState read_train_state(const std::string& step_folder, const ParamLayout& layout, long expected_step);
+
+// A whole checkpoint, validated against itself: the weights (from config.json + model.safetensors), the moments and the
+// record. `path` as for resolve_checkpoint.
+struct LoadedCheckpoint {
+  std::string folder;  // the step folder
+  Model model;
+  TrainState state;
+  CheckpointRecord record;
+};
+LoadedCheckpoint load_checkpoint(const std::string& path);
+
+}  // namespace moetune
