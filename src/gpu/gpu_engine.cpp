@@ -203,7 +203,7 @@ void GpuEngine::carve(bool allocate) {
   b.norm_grad = ws.take<float>(std::max({H, Q, KV}));
   b.norm_scratch = ws.take<float>(std::max(rmsnorm_backward_scratch_floats(static_cast<int>(q_norm_rows), static_cast<int>(std::max<size_t>(Q, c.head_dim))),
                                            rmsnorm_backward_scratch_floats(tokens_, static_cast<int>(H))));
-  b.embed_grad = ws.take<float>(V * H);
+  b.embed_scratch = ws.take<char>(embedding_backward_scratch_bytes(tokens_));
   activation_bytes_ = act.used;
   workspace_bytes_ = ws.used;
 }
@@ -257,7 +257,6 @@ void GpuEngine::add_norm_grad(bf16* grad, int cols) {
 void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, float aux_scale) {
   const ModelConfig& c = config_;
   Buffers& b = *b_;
-  const size_t VH = static_cast<size_t>(c.vocab_size) * c.hidden_size;
   mark(Phase::Other);
   CUDA_CHECK(cudaMemsetAsync(b.pick_counts, 0, sizeof(float) * c.num_experts, stream_));
   CUDA_CHECK(cudaMemsetAsync(b.prob_sums, 0, sizeof(float) * c.num_experts, stream_));
@@ -282,9 +281,7 @@ void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, flo
   }
   const GpuWeights& g = sink->begin_group(embedding_group(c));
   mark(Phase::Other);
-  CUDA_CHECK(cudaMemsetAsync(b.embed_grad, 0, sizeof(float) * VH, stream_));
-  embedding_backward(b.embed_grad, b.d_stream, b.ids, tokens_, c.hidden_size, c.padding_idx, stream_);
-  accumulate_f32_into_bf16(g.embed, b.embed_grad, VH, stream_);
+  embedding_backward(g.embed, b.d_stream, b.ids, tokens_, c.hidden_size, c.padding_idx, b.embed_scratch, stream_);
   sink->end_group(embedding_group(c));
 }
 

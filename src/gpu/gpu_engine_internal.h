@@ -77,7 +77,7 @@ struct GpuEngine::Buffers {
   bf16* d_router_logits16; // (N, E)
   float* norm_grad;        // (max(H, Q)) fp32 norm-weight gradient before it is added to the bf16 arena
   float* norm_scratch;     // rmsnorm_backward scratch
-  float* embed_grad;       // (V, H) fp32
+  void* embed_scratch;     // embedding_backward's sort scratch
 };
 
 }  // namespace moetune::cuda

@@ -1,16 +1,17 @@
 // Why: see embedding.h. Forward: one block per token copies its table row (16-byte vectors when rows are aligned).
-// Backward: one thread per hidden column; per batch of kBatch tokens it first loads the old table values of every
-// distinct id (independent loads, issued together), adds the batch's d_out values in token order, then stores.
+// Backward: (position, id) pairs sorted by id with cub's stable radix sort; then one block per sorted position, of
+// which only run heads work: each sums its run's rows column by column in token order.
 #include "ops/cuda/embedding.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cub/device/device_radix_sort.cuh>
 
 namespace moetune::cuda {
 namespace {
 
 constexpr int kCopyThreads = 128;
-constexpr int kColumnThreads = 64;
-constexpr int kBatch = 16;
+constexpr int kColumnThreads = 256;
 
 __global__ void embedding_forward_kernel(bf16* out, const int32_t* ids, const bf16* table, int hidden, bool vectorized) {
   const bf16* src = table + static_cast<size_t>(ids[blockIdx.x]) * hidden;
@@ -24,36 +25,47 @@ __global__ void embedding_forward_kernel(bf16* out, const int32_t* ids, const bf
   }
 }
 
-__global__ void embedding_backward_kernel(float* d_table, const bf16* d_out, const int32_t* ids, int tokens, int hidden,
-                                          int padding_idx) {
-  const int h = blockIdx.x * blockDim.x + threadIdx.x;
-  if (h >= hidden) return;
-  for (int t0 = 0; t0 < tokens; t0 += kBatch) {
-    int id[kBatch];
-    float grad[kBatch], sum[kBatch];
-    bool owner[kBatch];  // first occurrence of its id in the batch
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int t = t0 + j;
-      id[j] = t < tokens ? ids[t] : -1;
-      if (id[j] == padding_idx) id[j] = -1;
-      grad[j] = id[j] >= 0 ? __bfloat162float(d_out[static_cast<size_t>(t) * hidden + h]) : 0.0f;
-      owner[j] = id[j] >= 0;
-#pragma unroll
-      for (int k = 0; k < j; ++k) owner[j] = owner[j] && id[k] != id[j];
-    }
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j) sum[j] = owner[j] ? d_table[static_cast<size_t>(id[j]) * hidden + h] : 0.0f;
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-#pragma unroll
-      for (int k = j; k < kBatch; ++k)
-        if (owner[j] && id[k] == id[j]) sum[j] += grad[k];  // token order, as the CPU twin adds
-    }
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j)
-      if (owner[j]) d_table[static_cast<size_t>(id[j]) * hidden + h] = sum[j];
+__global__ void iota_kernel(int32_t* values, int count) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < count) values[i] = i;
+}
+
+// Block i handles sorted position i if it starts a run of equal ids: sums the run's rows in token order, adds once.
+__global__ void embedding_run_sum_kernel(bf16* d_table, const bf16* d_out, const int32_t* sorted_ids,
+                                         const int32_t* sorted_positions, int tokens, int hidden, int padding_idx) {
+  const int start = blockIdx.x;
+  const int id = sorted_ids[start];
+  if ((start > 0 && sorted_ids[start - 1] == id) || id == padding_idx) return;
+  int end = start + 1;
+  while (end < tokens && sorted_ids[end] == id) ++end;
+  bf16* row = d_table + static_cast<size_t>(id) * hidden;
+  for (int h = threadIdx.x; h < hidden; h += blockDim.x) {
+    float sum = 0.0f;
+    for (int r = start; r < end; ++r) sum += __bfloat162float(d_out[static_cast<size_t>(sorted_positions[r]) * hidden + h]);
+    row[h] = __float2bfloat16(__bfloat162float(row[h]) + sum);
   }
+}
+
+struct SortScratch {  // carved from the caller's scratch, 256-byte aligned pieces
+  int32_t *positions, *sorted_ids, *sorted_positions;
+  void* cub_storage;
+  size_t cub_bytes;
+};
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+size_t cub_sort_bytes(int tokens) {
+  size_t bytes = 0;
+  cub::DeviceRadixSort::SortPairs(nullptr, bytes, static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                                  static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), tokens);
+  return bytes;
+}
+
+SortScratch carve(void* scratch, int tokens) {
+  char* base = static_cast<char*>(scratch);
+  const size_t ints = align256(sizeof(int32_t) * static_cast<size_t>(tokens));
+  return {reinterpret_cast<int32_t*>(base), reinterpret_cast<int32_t*>(base + ints),
+          reinterpret_cast<int32_t*>(base + 2 * ints), base + 3 * ints, cub_sort_bytes(tokens)};
 }
 
 }  // namespace
@@ -66,12 +78,21 @@ void embedding_forward(bf16* out, const int32_t* ids, const bf16* table, int tok
   CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
-void embedding_backward(float* d_table, const bf16* d_out, const int32_t* ids, int tokens, int hidden, int padding_idx,
-                        cudaStream_t stream) {
+size_t embedding_backward_scratch_bytes(int tokens) {
+  return 3 * align256(sizeof(int32_t) * static_cast<size_t>(std::max(tokens, 1))) + cub_sort_bytes(std::max(tokens, 1));
+}
+
+void embedding_backward(bf16* d_table, const bf16* d_out, const int32_t* ids, int tokens, int hidden, int padding_idx,
+                        void* scratch, cudaStream_t stream) {
   if (tokens <= 0 || hidden <= 0) return;
-  const unsigned blocks = (hidden + kColumnThreads - 1) / kColumnThreads;
-  embedding_backward_kernel<<<blocks, kColumnThreads, 0, stream>>>(d_table, d_out, ids, tokens, hidden, padding_idx);
-  CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+  SortScratch s = carve(scratch, tokens);
+  iota_kernel<<<(tokens + 255) / 256, 256, 0, stream>>>(s.positions, tokens);
+  CUDA_CHECK_LAUNCH("iota_kernel");
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(s.cub_storage, s.cub_bytes, ids, s.sorted_ids, s.positions,
+                                             s.sorted_positions, tokens, 0, 32, stream));
+  embedding_run_sum_kernel<<<tokens, kColumnThreads, 0, stream>>>(d_table, d_out, s.sorted_ids, s.sorted_positions,
+                                                                   tokens, hidden, padding_idx);
+  CUDA_CHECK_LAUNCH("embedding_run_sum_kernel");
 }
 
 }  // namespace moetune::cuda
