@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Writes src/tokenizer/unicode_classes.inc: the code points of each regex character class as HF tokenizers sees them.
+
+Why: tokenizer.json regexes (\\p{L}, \\p{N}, \\s, ...) run in HF under Oniguruma, whose Unicode tables (16.0 in
+tokenizers 0.23.3) are newer than those of Debian's PCRE2 (10.42: Unicode 14.0) or ICU (72: Unicode 15.0). A character
+added in between (CJK extensions H and I, new scripts, new digits) would be a letter for HF and unassigned for PCRE2,
+and the two would split text differently. So moetune does not use PCRE2's property tables: it rewrites every
+\\p{...} / \\P{...} / \\s / \\w / \\d of a pattern into explicit code point ranges taken from this file, which is
+measured from HF itself -- each class is matched by HF's own Split pre-tokenizer against every code point.
+
+Run from the repository root when the reference `tokenizers` version changes:
+  /opt/hfref/bin/python tools/tokenizer/make_unicode_tables.py
+"""
+
+import argparse
+import hashlib
+import os
+
+import tokenizers
+from tokenizers import Regex, pre_tokenizers
+
+GENERAL_CATEGORIES = {
+    "L": "Letter", "LC": "Cased_Letter", "Lu": "Uppercase_Letter", "Ll": "Lowercase_Letter",
+    "Lt": "Titlecase_Letter", "Lm": "Modifier_Letter", "Lo": "Other_Letter",
+    "M": "Mark", "Mn": "Nonspacing_Mark", "Mc": "Spacing_Mark", "Me": "Enclosing_Mark",
+    "N": "Number", "Nd": "Decimal_Number", "Nl": "Letter_Number", "No": "Other_Number",
+    "P": "Punctuation", "Pc": "Connector_Punctuation", "Pd": "Dash_Punctuation", "Ps": "Open_Punctuation",
+    "Pe": "Close_Punctuation", "Pi": "Initial_Punctuation", "Pf": "Final_Punctuation", "Po": "Other_Punctuation",
+    "S": "Symbol", "Sm": "Math_Symbol", "Sc": "Currency_Symbol", "Sk": "Modifier_Symbol", "So": "Other_Symbol",
+    "Z": "Separator", "Zs": "Space_Separator", "Zl": "Line_Separator", "Zp": "Paragraph_Separator",
+    "C": "Other", "Cc": "Control", "Cf": "Format", "Co": "Private_Use", "Cn": "Unassigned",
+}
+SCRIPTS = ["Han", "Hiragana", "Katakana", "Hangul", "Latin", "Cyrillic", "Greek", "Arabic", "Hebrew", "Thai",
+           "Devanagari", "Common", "Inherited"]
+BINARY = ["Alphabetic", "White_Space", "Emoji"]
+# Escapes (the key is what follows the backslash).
+ESCAPES = {"s": r"\s", "w": r"\w", "d": r"\d"}
+# PCRE2's own spelling of a class close to each one; moetune uses it (plus the code points PCRE2 lacks) when PCRE2's
+# data is a subset of HF's, which it checks at run time (regex.cpp), and the explicit ranges otherwise.
+NATIVE_ESCAPES = {"s": r"\p{White_Space}", "w": r"\p{L}\p{M}\p{N}\p{Pc}", "d": r"\p{Nd}"}
+
+
+def native(pattern):
+    """PCRE2 item for the Oniguruma class \p{Name}: general categories as they are (LC is L&), scripts as sc:Name
+    (PCRE2's bare script names mean Script_Extensions), binary properties as they are."""
+    name = pattern[3:-1]
+    if name == "LC":
+        return r"\p{L&}"
+    if name in SCRIPTS:
+        return rf"\p{{sc:{name}}}"
+    return pattern
+
+
+def normalized(name):
+    """Oniguruma matches property names ignoring case, spaces, '_' and '-'."""
+    return "".join(c for c in name.lower() if c not in " _-")
+
+
+def members(pattern, text, code_points):
+    split = pre_tokenizers.Split(Regex(pattern), behavior="removed")
+    kept = bytearray(len(code_points))
+    for _, (start, end) in split.pre_tokenize_str(text):
+        kept[start:end] = b"\x01" * (end - start)
+    return [cp for cp, k in zip(code_points, kept) if not k]
+
+
+def ranges(points):
+    out = []
+    for cp in points:
+        if out and out[-1][1] == cp - 1:
+            out[-1][1] = cp
+        else:
+            out.append([cp, cp])
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="src/tokenizer/unicode_classes.inc")
+    args = parser.parse_args()
+
+    code_points = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    text = "".join(chr(cp) for cp in code_points)
+    classes = {}  # normalized name -> pattern used
+    for short, long in GENERAL_CATEGORIES.items():
+        classes[normalized(short)] = rf"\p{{{short}}}"
+        classes[normalized(long)] = rf"\p{{{short}}}"
+    for name in SCRIPTS + BINARY:
+        classes[normalized(name)] = rf"\p{{{name}}}"
+
+    tables = {}  # pattern -> ranges
+    for pattern in sorted(set(classes.values())) + sorted(ESCAPES.values()):
+        tables[pattern] = ranges(members(pattern, text, code_points))
+        print(f"{pattern:16s} {sum(b - a + 1 for a, b in tables[pattern]):7d} code points, {len(tables[pattern])} ranges")
+
+    arrays, array_of = [], {}
+    for pattern, rs in tables.items():
+        key = hashlib.sha1(repr(rs).encode()).hexdigest()
+        if key not in array_of:
+            array_of[key] = f"kRanges{len(arrays)}"
+            arrays.append((array_of[key], pattern, rs))
+        tables[pattern] = (array_of[key], len(rs))
+
+    lines = [
+        "// Generated by tools/tokenizer/make_unicode_tables.py -- do not edit.",
+        f"// Measured from Hugging Face tokenizers {tokenizers.__version__} (Oniguruma): for each regex class, the code",
+        "// points HF's own Split pre-tokenizer matches, as inclusive [first, last] ranges. See regex.h for the use.",
+        "",
+        "namespace {",
+        "",
+    ]
+    for name, pattern, rs in arrays:
+        lines.append(f"// {pattern}")
+        lines.append(f"const char32_t {name}[] = {{")
+        flat = [f"0x{v:X}" for r in rs for v in r]
+        for i in range(0, len(flat), 12):
+            lines.append("    " + ", ".join(flat[i:i + 12]) + ",")
+        lines.append("};")
+    def c_string(text):
+        return '"' + text.replace("\\", "\\\\") + '"'
+
+    lines += ["", "struct UnicodeClass {", "  const char* name;    // normalized: lower case, no ' ', '_' or '-'",
+              "  const char* native;  // PCRE2's closest class items", "  const char32_t* ranges;",
+              "  size_t range_count;", "};", "", "const UnicodeClass kUnicodeClasses[] = {"]
+    for name, pattern in sorted(classes.items()):
+        array, count = tables[pattern]
+        lines.append(f"    {{\"{name}\", {c_string(native(pattern))}, {array}, {count}}},")
+    lines += ["};", ""]
+    for escape, pattern in sorted(ESCAPES.items()):
+        array, count = tables[pattern]
+        lines.append(f"const UnicodeClass kEscape_{escape} = {{{c_string(pattern)}, {c_string(NATIVE_ESCAPES[escape])}, "
+                     f"{array}, {count}}};")
+    lines += ["", "}  // namespace", ""]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes)")
+
+
+if __name__ == "__main__":
+    main()
