@@ -58,8 +58,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     for (const ParamInfo* info : members[g]) group.end = std::max(group.end, info->offset + info->numel);
     std::vector<AdamWSpan> spans;
     for (const ParamInfo* info : members[g]) spans.push_back({info->offset - group.start, info->numel, info->weight_decay});
-    group.spans = DeviceBuffer<AdamWSpan>(spans);
-    group.span_count = static_cast<int>(spans.size());
+    group.plan = AdamWPlan(spans, group.end - group.start);
     if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, group.end - group.start);
   }
 
@@ -149,13 +148,12 @@ void GpuTrainer::end_group(int group) {
 }
 
 void GpuTrainer::optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale) {
-  const size_t s = group.start, count = group.end - group.start;
+  const size_t s = group.start;
   if (gpu_.recipe == Recipe::Bf16) {
-    adamw_bf16(params_.data() + s, grads, m16_.data() + s, v16_.data() + s, group.spans.data(), group.span_count, count,
-               hyper_, grad_scale, stream);
+    adamw_bf16(params_.data() + s, grads, m16_.data() + s, v16_.data() + s, group.plan, hyper_, grad_scale, stream);
   } else {
-    adamw_master(params_.data() + s, master_.data() + s, grads, m32_.data() + s, v32_.data() + s, group.spans.data(),
-                 group.span_count, count, hyper_, grad_scale, stream);
+    adamw_master(params_.data() + s, master_.data() + s, grads, m32_.data() + s, v32_.data() + s, group.plan, hyper_,
+                 grad_scale, stream);
   }
 }
 

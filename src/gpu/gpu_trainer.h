@@ -53,9 +53,8 @@ class GpuTrainer : private GradientSink {
 
  private:
   struct Group {
-    size_t start = 0, end = 0;          // element range of the group's parameters in the layout
-    DeviceBuffer<AdamWSpan> spans;      // the group's parameters, offsets relative to start
-    int span_count = 0;
+    size_t start = 0, end = 0;  // element range of the group's parameters in the layout
+    AdamWPlan plan;             // the group's parameters, offsets relative to start
   };
   const GpuWeights& begin_group(int group) override;
   void end_group(int group) override;

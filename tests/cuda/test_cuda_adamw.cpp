@@ -54,9 +54,9 @@ TEST(CudaAdamW, MasterMatchesCpu) {
   const State start = initial_state(), expected = cpu_step(start);
   cuda::DeviceBuffer<float> master_d(start.params), m_d(start.m), v_d(start.v);
   auto params_d = to_device_bf16(start.params), grads_d = to_device_bf16(start.grads);
-  cuda::DeviceBuffer<cuda::AdamWSpan> spans_d(kSpans);
-  cuda::adamw_master(params_d.data(), master_d.data(), grads_d.data(), m_d.data(), v_d.data(), spans_d.data(),
-                     int(kSpans.size()), kTotal, kHyper, kGradScale, nullptr);
+  const cuda::AdamWPlan plan(kSpans, kTotal);
+  cuda::adamw_master(params_d.data(), master_d.data(), grads_d.data(), m_d.data(), v_d.data(), plan, kHyper, kGradScale,
+                     nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> master = master_d.download(), params = to_host_f32(params_d);
   EXPECT_LT(relative_norm_error(master, expected.params), 1e-6);
@@ -74,9 +74,8 @@ TEST(CudaAdamW, Bf16MatchesCpu) {
   const State start = initial_state(), expected = cpu_step(start);
   auto params_d = to_device_bf16(start.params), grads_d = to_device_bf16(start.grads), m_d = to_device_bf16(start.m),
        v_d = to_device_bf16(start.v);
-  cuda::DeviceBuffer<cuda::AdamWSpan> spans_d(kSpans);
-  cuda::adamw_bf16(params_d.data(), grads_d.data(), m_d.data(), v_d.data(), spans_d.data(), int(kSpans.size()), kTotal,
-                   kHyper, kGradScale, nullptr);
+  const cuda::AdamWPlan plan(kSpans, kTotal);
+  cuda::adamw_bf16(params_d.data(), grads_d.data(), m_d.data(), v_d.data(), plan, kHyper, kGradScale, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> params = to_host_f32(params_d);
   EXPECT_LT(relative_norm_error(params, expected.params), kBf16RoundTrip);

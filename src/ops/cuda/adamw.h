@@ -10,9 +10,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <vector>
 
 #include "ops/cpu/adamw.h"
 #include "ops/cuda/cuda_check.h"
+#include "ops/cuda/device_buffer.h"
 
 namespace moetune::cuda {
 
@@ -24,16 +27,35 @@ struct AdamWSpan {
   bool decay;  // apply weight decay in this span (matrices: yes; norms, biases, embeddings: per the recipe)
 };
 
-// All-bf16 variant: params, m, v (total) bf16, read to fp32, updated, rounded back (round-to-nearest).
-// grads (total) bf16. spans_device: span_count AdamWSpans in device memory.
-// All buffers must start 16-byte aligned (as cudaMalloc returns them): the kernels move 8 elements per access.
-void adamw_bf16(bf16* params, const bf16* grads, bf16* m, bf16* v, const AdamWSpan* spans_device, int span_count,
-                size_t total, AdamWHyper h, float grad_scale, cudaStream_t stream);
+// The spans of a flat buffer of `total` elements, on the device, with a lookup table giving for each tile of the
+// kernels (kAdamWTile elements) the first span that reaches it — so a block starts streaming data after one load
+// instead of a binary search. Built once per buffer layout (the spans never change during training).
+constexpr size_t kAdamWTile = 2048;
+class AdamWPlan {
+ public:
+  AdamWPlan() = default;
+  AdamWPlan(const std::vector<AdamWSpan>& spans, size_t total);
+  const AdamWSpan* spans() const { return spans_.data(); }
+  const int32_t* tile_first_span() const { return tile_first_span_.data(); }
+  int span_count() const { return static_cast<int>(spans_.size()); }
+  size_t total() const { return total_; }
 
-// fp32-master variant: master, m, v (total) fp32 are the optimizer's state; params (total) bf16 receives the rounded
-// updated master (the copy the forward pass reads). grads (total) bf16.
-void adamw_master(bf16* params, float* master, const bf16* grads, float* m, float* v, const AdamWSpan* spans_device,
-                  int span_count, size_t total, AdamWHyper h, float grad_scale, cudaStream_t stream);
+ private:
+  DeviceBuffer<AdamWSpan> spans_;
+  DeviceBuffer<int32_t> tile_first_span_;  // (ceil(total / kAdamWTile))
+  size_t total_ = 0;
+};
+
+// All-bf16 variant: params, m, v (plan.total()) bf16, read to fp32, updated, rounded back (round-to-nearest).
+// grads bf16. All buffers must start 16-byte aligned (as cudaMalloc returns them): the kernels move 8 elements per
+// access.
+void adamw_bf16(bf16* params, const bf16* grads, bf16* m, bf16* v, const AdamWPlan& plan, AdamWHyper h,
+                float grad_scale, cudaStream_t stream);
+
+// fp32-master variant: master, m, v fp32 are the optimizer's state; params bf16 receives the rounded updated master
+// (the copy the forward pass reads). grads bf16.
+void adamw_master(bf16* params, float* master, const bf16* grads, float* m, float* v, const AdamWPlan& plan,
+                  AdamWHyper h, float grad_scale, cudaStream_t stream);
 
 // Floats of scratch grad_norm_squared needs (a fixed number, independent of count and of the device).
 size_t grad_norm_scratch_floats();
