@@ -16,6 +16,7 @@
 #include <initializer_list>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,11 @@ namespace moetune::test_util {
 
 namespace fs = std::filesystem;
 
-inline std::string source_dir() { return MOETUNE_SOURCE_DIR; }
+// The test binary may run from a copy of the tree elsewhere (the GPU machine): MOETUNE_SOURCE_DIR overrides.
+inline std::string source_dir() {
+  const char* root = std::getenv("MOETUNE_SOURCE_DIR");
+  return root ? root : MOETUNE_SOURCE_DIR;
+}
 inline std::string golden_folder(const std::string& family) { return source_dir() + "/tests/golden/" + family; }
 inline const std::vector<std::string>& golden_families() {
   static const std::vector<std::string> families = {"qwen3_moe", "mixtral", "olmoe", "qwen2_moe"};

@@ -4,9 +4,10 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <set>
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "io/safetensors.h"
@@ -17,26 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
-// Tensors a checkpoint may carry that Transformers also ignores on load.
-bool ignorable(const std::string& name, const ModelConfig& config) {
-  const std::string suffix = "rotary_emb.inv_freq";
-  if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
-  return config.tie_word_embeddings && name == "lm_head.weight";
-}
-
-ExpertLayout detect_layout(const SafetensorsCheckpoint& checkpoint, const ModelConfig& config, const ParamLayout& layout) {
-  for (const HfTensor& tensor : hf_tensors(config, layout, ExpertLayout::Fused))
-    if (tensor.name.find("mlp.experts.gate_up_proj") != std::string::npos)
-      return checkpoint.find(tensor.name) ? ExpertLayout::Fused : ExpertLayout::PerExpert;
-  return ExpertLayout::PerExpert;
-}
-
 void fsync_path(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) return;
@@ -44,30 +25,80 @@ void fsync_path(const fs::path& path) {
   ::close(fd);
 }
 
+// The weight files of a checkpoint: model.safetensors, or shards and their index when the tensors exceed
+// options.max_shard_bytes. Each tensor is converted piece by piece as it is written.
+void write_weights(const fs::path& staging, const ModelConfig& config, const ParamLayout& layout, const float* params,
+                   const SaveOptions& options) {
+  const std::vector<HfTensor> tensors = hf_tensors(config, layout, options.expert_layout);
+  const size_t element = static_cast<size_t>(dtype_size(options.dtype));
+  std::vector<uint64_t> bytes;
+  uint64_t total_size = 0;
+  for (const HfTensor& tensor : tensors) {
+    bytes.push_back(tensor.numel * element);
+    total_size += bytes.back();
+  }
+  std::vector<std::vector<size_t>> shards = plan_shards(bytes, options.max_shard_bytes);
+  if (shards.empty()) shards.emplace_back();  // no tensors at all: still one (empty) model.safetensors
+  nlohmann::json weight_map = nlohmann::json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    char name[64];
+    std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, shards.size());
+    const std::string file = shards.size() == 1 ? "model.safetensors" : name;
+    std::vector<TensorToWrite> writes;
+    for (size_t index : shards[s]) {
+      writes.push_back({tensors[index].name, options.dtype, tensors[index].shape, nullptr, bytes[index]});
+      weight_map[tensors[index].name] = file;
+    }
+    write_safetensors_streaming((staging / file).string(), writes, {{"format", "pt"}},
+                                [&](size_t i, size_t byte_offset, size_t nbytes, unsigned char* dst) {
+                                  const HfTensor& tensor = tensors[shards[s][i]];
+                                  convert_from_f32(options.dtype, params + tensor.offset + byte_offset / element, dst,
+                                                   nbytes / element);
+                                });
+  }
+  if (shards.size() <= 1) return;
+  // json.dumps(index, indent=2, sort_keys=True) + "\n", as save_pretrained writes it (nlohmann::json sorts keys).
+  const nlohmann::json index = {
+      {"metadata", {{"total_parameters", layout.parameter_count()}, {"total_size", total_size}}},
+      {"weight_map", weight_map}};
+  const fs::path index_path = staging / "model.safetensors.index.json";
+  {
+    std::ofstream out(index_path);
+    out << index.dump(2) << "\n";
+    if (!out) fail(index_path.string(), ": write failed");
+  }
+  fsync_path(index_path);
+}
+
 }  // namespace
 
 ExpertLayout load_hf_weights(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
-                             float* params) {
-  const SafetensorsCheckpoint checkpoint = SafetensorsCheckpoint::open(folder);
-  const ExpertLayout expert_layout = detect_layout(checkpoint, config, layout);
-  std::set<std::string> expected;
-  for (const HfTensor& tensor : hf_tensors(config, layout, expert_layout)) {
-    expected.insert(tensor.name);
-    const TensorEntry* entry = checkpoint.find(tensor.name);
-    if (!entry) fail(folder, ": checkpoint is missing tensor ", tensor.name, " (expected shape ", shape_text(tensor.shape), ")");
-    if (entry->shape != tensor.shape)
-      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has shape ", shape_text(entry->shape),
-           ", config.json implies ", shape_text(tensor.shape));
-    if (!dtype_is_float(entry->dtype))
-      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has dtype ", dtype_name(entry->dtype),
-           ", expected a floating type (F32, BF16, F16)");
-    read_as_f32(*entry, params + tensor.offset);
+                             float* params, const LoadOptions& options, LoadReport* report) {
+  HostF32Sink sink(params);
+  const LoadReport result = stream_hf_weights(folder, config, layout, sink, options);
+  if (report) *report = result;
+  return result.expert_layout;
+}
+
+std::vector<std::vector<size_t>> plan_shards(const std::vector<uint64_t>& tensor_bytes, uint64_t max_shard_bytes) {
+  std::vector<std::vector<size_t>> shards;
+  std::vector<size_t> current;
+  uint64_t current_bytes = 0;
+  for (size_t i = 0; i < tensor_bytes.size(); ++i) {
+    if (tensor_bytes[i] > max_shard_bytes) {
+      shards.push_back({i});
+      continue;
+    }
+    if (current_bytes + tensor_bytes[i] > max_shard_bytes) {
+      shards.push_back(std::move(current));
+      current.clear();
+      current_bytes = 0;
+    }
+    current.push_back(i);
+    current_bytes += tensor_bytes[i];
   }
-  for (const std::string& name : checkpoint.names())
-    if (!expected.count(name) && !ignorable(name, config))
-      fail(checkpoint.file_of(name), ": unexpected tensor ", name, " (not part of a ", config.architecture,
-           " with this config.json)");
-  return expert_layout;
+  if (!current.empty()) shards.push_back(std::move(current));
+  return shards;
 }
 
 void save_hf_checkpoint(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
@@ -92,16 +123,7 @@ void save_hf_checkpoint(const std::string& folder, const ModelConfig& config, co
     fail(staging.string(), ": cannot create folder (is ", parent.string(), " writable?): ", error.message());
 
   try {
-    const std::vector<HfTensor> tensors = hf_tensors(config, layout, options.expert_layout);
-    std::vector<std::vector<unsigned char>> converted;
-    std::vector<TensorToWrite> writes;
-    converted.reserve(tensors.size());
-    for (const HfTensor& tensor : tensors) {
-      converted.emplace_back(tensor.numel * static_cast<size_t>(dtype_size(options.dtype)));
-      convert_from_f32(options.dtype, params + tensor.offset, converted.back().data(), tensor.numel);
-      writes.push_back({tensor.name, options.dtype, tensor.shape, converted.back().data(), converted.back().size()});
-    }
-    write_safetensors((staging / "model.safetensors").string(), writes, {{"format", "pt"}});
+    write_weights(staging, config, layout, params, options);
 
     nlohmann::json config_json = config.source;
     const char* dtype_text = options.dtype == DType::F32 ? "float32" : options.dtype == DType::BF16 ? "bfloat16" : "float16";

@@ -141,8 +141,9 @@ void write_all(int fd, const std::string& path, const void* data, size_t nbytes)
 }
 
 // Builds the padded header text; validates every tensor first so a bad call creates no file.
+// `with_data`: the tensors carry their bytes (write_safetensors), so a null pointer is an error.
 std::string build_header(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                         const std::map<std::string, std::string>& metadata) {
+                         const std::map<std::string, std::string>& metadata, bool with_data) {
   ordered_json header = ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::unordered_set<std::string> seen;
@@ -156,7 +157,7 @@ std::string build_header(const std::string& path, const std::vector<TensorToWrit
     if (nbytes != tensor.nbytes)
       fail_in_tensor(path, tensor.name, "given ", tensor.nbytes, " bytes but shape ", shape_string(tensor.shape), " of ",
                      dtype_name(tensor.dtype), " needs ", nbytes);
-    if (nbytes > 0 && tensor.data == nullptr) fail_in_tensor(path, tensor.name, "data is null");
+    if (with_data && nbytes > 0 && tensor.data == nullptr) fail_in_tensor(path, tensor.name, "data is null");
     header[tensor.name] = {{"dtype", dtype_name(tensor.dtype)},
                            {"shape", tensor.shape},
                            {"data_offsets", {offset, offset + nbytes}}};
@@ -178,6 +179,30 @@ void fsync_directory(const std::string& path) {
   FdGuard dir{::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
   if (dir.fd < 0 || ::fsync(dir.fd) != 0) fail("cannot sync folder '", folder, "' after writing '", path, "': ",
                                                std::strerror(errno));
+}
+
+// Writes length + header, then lets `write_data(fd, temp)` write the data section; fsync, rename, fsync the folder.
+void write_file_atomically(const std::string& path, const std::string& header,
+                           const std::function<void(int fd, const std::string& temp)>& write_data) {
+  unsigned char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+
+  const std::string temp = path + ".tmp";
+  try {
+    FdGuard file{::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    if (file.fd < 0) fail("cannot create '", temp, "': ", std::strerror(errno));
+    write_all(file.fd, temp, length, sizeof length);
+    write_all(file.fd, temp, header.data(), header.size());
+    write_data(file.fd, temp);
+    if (::fsync(file.fd) != 0) fail("cannot sync '", temp, "': ", std::strerror(errno));
+    if (::close(std::exchange(file.fd, -1)) != 0) fail("cannot close '", temp, "': ", std::strerror(errno));
+    if (::rename(temp.c_str(), path.c_str()) != 0)
+      fail("cannot rename '", temp, "' to '", path, "': ", std::strerror(errno));
+  } catch (...) {
+    ::unlink(temp.c_str());
+    throw;
+  }
+  fsync_directory(path);
 }
 
 }  // namespace
@@ -290,28 +315,51 @@ void read_as_f32(const TensorEntry& entry, float* dst) {
   convert_to_f32(entry.dtype, entry.data, dst, static_cast<size_t>(entry.numel()));
 }
 
+void advise_mapped(const void* data, size_t nbytes, MapAdvice advice) {
+  if (data == nullptr || nbytes == 0) return;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t end = begin + nbytes;
+  uintptr_t first, last;
+  if (advice == MapAdvice::DontNeed) {  // inward: only pages wholly inside the range
+    first = (begin + page - 1) / page * page;
+    last = end / page * page;
+  } else {  // outward
+    first = begin / page * page;
+    last = (end + page - 1) / page * page;
+  }
+  if (last <= first) return;
+  const int flag = advice == MapAdvice::Sequential ? MADV_SEQUENTIAL
+                   : advice == MapAdvice::WillNeed ? MADV_WILLNEED
+                                                   : MADV_DONTNEED;
+  ::madvise(reinterpret_cast<void*>(first), last - first, flag);  // a hint: a failure changes nothing that matters
+}
+
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  const std::string header = build_header(path, tensors, metadata);
-  unsigned char length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * i));
+  const std::string header = build_header(path, tensors, metadata, /*with_data=*/true);
+  write_file_atomically(path, header, [&](int fd, const std::string& temp) {
+    for (const TensorToWrite& tensor : tensors) write_all(fd, temp, tensor.data, tensor.nbytes);
+  });
+}
 
-  const std::string temp = path + ".tmp";
-  try {
-    FdGuard file{::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    if (file.fd < 0) fail("cannot create '", temp, "': ", std::strerror(errno));
-    write_all(file.fd, temp, length, sizeof length);
-    write_all(file.fd, temp, header.data(), header.size());
-    for (const TensorToWrite& tensor : tensors) write_all(file.fd, temp, tensor.data, tensor.nbytes);
-    if (::fsync(file.fd) != 0) fail("cannot sync '", temp, "': ", std::strerror(errno));
-    if (::close(std::exchange(file.fd, -1)) != 0) fail("cannot close '", temp, "': ", std::strerror(errno));
-    if (::rename(temp.c_str(), path.c_str()) != 0)
-      fail("cannot rename '", temp, "' to '", path, "': ", std::strerror(errno));
-  } catch (const Error&) {
-    ::unlink(temp.c_str());
-    throw;
-  }
-  fsync_directory(path);
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                 const std::map<std::string, std::string>& metadata, const TensorBytesProducer& produce,
+                                 size_t buffer_bytes) {
+  const std::string header = build_header(path, tensors, metadata, /*with_data=*/false);
+  const size_t piece_limit = std::max<size_t>(buffer_bytes / 8 * 8, 8);  // a multiple of every element size
+  size_t largest = 0;
+  for (const TensorToWrite& tensor : tensors) largest = std::max(largest, tensor.nbytes);
+  std::vector<unsigned char> buffer(std::min(largest, piece_limit));
+  write_file_atomically(path, header, [&](int fd, const std::string& temp) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      for (size_t at = 0; at < tensors[i].nbytes; at += piece_limit) {
+        const size_t piece = std::min(piece_limit, tensors[i].nbytes - at);
+        produce(i, at, piece, buffer.data());
+        write_all(fd, temp, buffer.data(), piece);
+      }
+    }
+  });
 }
 
 ordered_json parse_json_strict(const std::string& text, const std::string& context) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -47,6 +48,9 @@ class SafetensorsFile {
   const std::vector<TensorEntry>& tensors() const { return tensors_; }  // in header order
   const TensorEntry* find(const std::string& name) const;                // nullptr if absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }  // "__metadata__"
+  // The whole mapping (header included) and its size, for madvise-style hints (see advise_mapped).
+  const unsigned char* mapping() const { return static_cast<const unsigned char*>(map_); }
+  size_t mapping_size() const { return map_size_; }
 
  private:
   SafetensorsFile() = default;
@@ -71,6 +75,7 @@ class SafetensorsCheckpoint {
   const TensorEntry* find(const std::string& name) const;  // nullptr if absent
   std::vector<std::string> names() const;                  // sorted
   const std::string& file_of(const std::string& name) const;  // path of the file holding `name`; throws if absent
+  const std::vector<SafetensorsFile>& files() const { return files_; }  // one per file (shards by path)
 
  private:
   struct Located {
@@ -85,6 +90,14 @@ class SafetensorsCheckpoint {
   std::vector<SafetensorsFile> files_;
   std::unordered_map<std::string, Located> tensors_;
 };
+
+// Hints for the kernel about how a range of a read-only file mapping will be used (madvise). Only hints: failures are
+// ignored. WillNeed starts reading the pages in (range rounded outward to pages); DontNeed drops the range from this
+// process's page tables once consumed, so resident memory does not grow with the checkpoint (range rounded inward, so
+// the pages a neighbouring tensor shares stay mapped; the page cache keeps the data, a later touch maps it again);
+// Sequential asks for aggressive read-ahead.
+enum class MapAdvice { Sequential, WillNeed, DontNeed };
+void advise_mapped(const void* data, size_t nbytes, MapAdvice advice);
 
 // Reads a floating tensor (F64/F32/F16/BF16) into fp32. dst: (entry.numel()). Throws, naming the tensor, for other dtypes.
 void read_as_f32(const TensorEntry& entry, float* dst);
@@ -102,6 +115,15 @@ struct TensorToWrite {
 // then renames it onto `path`.
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// write_safetensors without holding the tensors' bytes: `tensors` give names, dtypes, shapes and nbytes (data is
+// ignored), and `produce(tensor, byte_offset, nbytes, dst)` fills bytes [byte_offset, byte_offset + nbytes) of tensor
+// `tensor` into dst, in order, in pieces of at most `buffer_bytes` (byte_offset and nbytes are multiples of the element
+// size). One buffer of that size is all the memory it takes. Same validation, temporary file and rename.
+using TensorBytesProducer = std::function<void(size_t tensor, size_t byte_offset, size_t nbytes, unsigned char* dst)>;
+void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                                 const std::map<std::string, std::string>& metadata, const TensorBytesProducer& produce,
+                                 size_t buffer_bytes = size_t{32} << 20);
 
 // Parses JSON like nlohmann::ordered_json::parse (object keys keep file order) but also rejects duplicate keys in any object,
 // which nlohmann would silently collapse. Errors read "<context> is not valid JSON: ..." / "<context> has the key 'k' twice".
