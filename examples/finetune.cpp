@@ -17,9 +17,7 @@ int main(int argc, char** argv) {
     const std::string output = argc > 2 ? argv[2] : "runs/example";
 
     const int batch_size = 4, seq_len = 32, steps = 40;
-    const TokenDataset data = TokenDataset::from_samples(
-        {{generate_demo_tokens(model.config().vocab_size, 8 * seq_len * batch_size, 7), {}}},
-        DataOptions{model.config().vocab_size, seq_len, 0, true});
+    // Any token source works: here windows of the generated demo corpus.
     std::vector<Sample> windows;
     const std::vector<int32_t> corpus = generate_demo_tokens(model.config().vocab_size, 64 * seq_len, 7);
     for (size_t at = 0; at + seq_len <= corpus.size(); at += seq_len)
@@ -38,7 +36,6 @@ int main(int argc, char** argv) {
     }
     model.save_pretrained(output);
     std::printf("saved %s\n", output.c_str());
-    (void)data;
   } catch (const Error& error) {
     std::fprintf(stderr, "finetune_example: error: %s\n", error.what());
     return 1;
