@@ -5,6 +5,7 @@
 
 #include "core/dtype.h"
 #include "gpu/elementwise.h"
+#include "gpu/gpu_loader.h"
 
 namespace moetune::cuda {
 
@@ -115,6 +116,15 @@ GpuTrainer::~GpuTrainer() {
   cudaEventDestroy(optimizer_done_);
   if (optimizer_stream_) cudaStreamDestroy(optimizer_stream_);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+LoadReport GpuTrainer::load_checkpoint(const std::string& folder, const LoadOptions& options) {
+  if (steps_done_ > 0) fail(folder, ": a checkpoint can only be loaded before the first training step");
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const LoadReport report = load_hf_weights_to_gpu(folder, config_, layout_, params_.data(), options);
+  if (gpu_.recipe == Recipe::MixedMaster) convert_bf16_to_f32(master_.data(), params_.data(), params_.size(), stream_);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return report;
 }
 
 size_t GpuTrainer::parameter_bytes() const { return params_.size() * sizeof(bf16) + master_.size() * sizeof(float); }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gpu/gpu_engine.h"
+#include "io/streaming_loader.h"
 #include "ops/cuda/adamw.h"
 #include "ops/cuda/device_buffer.h"
 #include "train/data.h"
@@ -37,6 +38,10 @@ class GpuTrainer : private GradientSink {
   GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options, const GpuOptions& gpu,
              int batch_size, int seq_len);
   ~GpuTrainer() override;
+
+  // Replaces the parameters with a Hugging Face checkpoint streamed straight to the device (gpu/gpu_loader.h); only
+  // before the first step. With recipe (b) the fp32 master weights become the loaded bf16 values.
+  LoadReport load_checkpoint(const std::string& folder, const LoadOptions& options = {});
 
   StepStats step(const Batch& batch);
   // Forward + backward into zeroed gradients, no update (tests; not with the fused optimizer).
