@@ -7,5 +7,7 @@ namespace moetune::cli {
 int train_command(int argc, char** argv);
 int eval_command(int argc, char** argv);
 int bench_command(int argc, char** argv);
+int tokenize_command(int argc, char** argv);
+int launch_command(int argc, char** argv);
 
 }  // namespace moetune::cli

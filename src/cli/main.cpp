@@ -17,9 +17,11 @@ const char* kUsage =
     "Fine-tunes Mixture-of-Experts language models from Hugging Face checkpoints.\n"
     "\n"
     "commands:\n"
-    "  train    train a model (a Hugging Face folder or the built-in tiny MoE) on token data\n"
+    "  train    train a model (a Hugging Face folder or the built-in tiny MoE) on text, chat or token data\n"
     "  eval     loss and perplexity of a checkpoint on token data\n"
     "  bench    training throughput of the CUDA engine on synthetic tokens (needs a GPU)\n"
+    "  tokenize tokenize text, instruction or chat data once into a cache for train\n"
+    "  launch   start N local processes of moetune (or --exec PROGRAM) with torchrun-style rank variables\n"
     "\n"
     "Run `moetune <command> --help` for a command's options. With no options, `moetune train` trains the built-in\n"
     "tiny MoE on a generated corpus on the CPU.\n";
@@ -36,6 +38,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(command, "train") == 0) return moetune::cli::train_command(argc - 2, argv + 2);
     if (std::strcmp(command, "eval") == 0) return moetune::cli::eval_command(argc - 2, argv + 2);
     if (std::strcmp(command, "bench") == 0) return moetune::cli::bench_command(argc - 2, argv + 2);
+    if (std::strcmp(command, "tokenize") == 0) return moetune::cli::tokenize_command(argc - 2, argv + 2);
+    if (std::strcmp(command, "launch") == 0) return moetune::cli::launch_command(argc - 2, argv + 2);
     std::fprintf(stderr, "moetune: unknown command \"%s\"\n\n%s", command, kUsage);
     return 2;
   } catch (const moetune::cli::UsageError& error) {

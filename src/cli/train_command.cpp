@@ -1,5 +1,8 @@
 // Why: `moetune train`. With no options it is the embedded demo: the built-in tiny Qwen3-MoE trained on a generated
-// corpus (held-out part written beside it for `moetune eval`), on the CPU, in about a minute. Outputs in --output:
+// corpus (held-out part written beside it for `moetune eval`), on the CPU, in about a minute. --data takes token ids
+// (train/data.h) or text, prompt/completion and chat records, tokenized with the model's tokenizer.json and chat
+// template into a reusable cache and batched padded or packed (src/dataset/, text_dataset.h); packed batches need the
+// CPU engine (the GPU one has no per-document attention), which is refused here, up front. Outputs in --output:
 // metrics.jsonl (one record per step), loss.svg, final/ (a Hugging Face checkpoint, written atomically), run.json, and
 // with --save-every checkpoints/step-<N>/ (weights + optimizer state + data position, train/train_state.h).
 // --resume continues such a checkpoint bit-identically (CPU): the run's options come from the checkpoint, a conflicting
@@ -25,6 +28,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "core/error.h"
+#include "dataset/text_dataset.h"
 #include "train/data.h"
 #include "train/metrics.h"
 #include "train/train_state.h"
@@ -43,9 +47,28 @@ namespace {
 std::vector<Option> train_options() {
   return {
     {"model", "DIR", "", "Hugging Face model folder (config.json + safetensors); omitted: the built-in tiny MoE"},
-    {"data", "PATH", "", "token ids: flat uint32 file or JSONL {\"input_ids\": [...], \"labels\": [...]}; "
-                        "omitted: a generated demo corpus"},
-    {"eval-data", "PATH", "", "held-out token data for a validation loss (demo: its generated held-out part)"},
+    {"data", "PATH", "", "training data: JSONL of {\"text\"}, {\"prompt\", \"completion\"} or {\"messages\"} records, a "
+                        "folder of *.jsonl (read in name order), a cache from `moetune tokenize`, or token ids (flat "
+                        "uint32 file, JSONL {\"input_ids\", \"labels\"}); omitted: a generated demo corpus"},
+    {"format", "auto|text|prompt|chat|tokens", "auto", "shape of --data and --eval-data (auto: from the first record)"},
+    {"tokenizer", "DIR", "", "folder with tokenizer.json (and tokenizer_config.json / chat_template.jinja for chat "
+                             "data); default: --model"},
+    {"chat-template-args", "JSON", "{}", "extra chat template variables, e.g. '{\"enable_thinking\": false}'"},
+    {"packing", "on|off", "off", "several samples per sequence (positions restart and attention stays inside each "
+                                 "sample; CPU only) instead of one padded sample per sequence"},
+    {"val-fraction", "X", "0", "share of the samples held out for the validation loss (a hash of the sample index "
+                               "and --seed picks them)"},
+    {"bad-samples", "skip|fail", "fail", "a malformed record (bad JSON, missing or mistyped field, empty text, "
+                                         "refused by the chat template): fail naming file:line, or skip and count it"},
+    {"long-samples", "fail|truncate|drop", "fail", "a sample longer than --seq-len: fail naming file:line, cut it, or "
+                                                   "leave it out"},
+    {"cache", "PATH", "auto", "tokenized-data cache file, reused while data, tokenizer, template and options are "
+                              "unchanged (auto: $MOETUNE_CACHE_DIR or ~/.cache/moetune/datasets/<hash>.mtds)"},
+    {"threads", "N", "0", "threads tokenizing the data (0: all cores)"},
+    {"eval-data", "PATH", "", "held-out data for a validation loss, same format as --data (demo: its generated "
+                              "held-out part)"},
+    {"eval-batches", "N", "8", "batches per validation loss (at most the validation data)"},
+    {"epochs", "N", "0", "train for N passes over the training samples (sets --steps; 0: use --steps)"},
     {"output", "DIR", "runs/train", "output folder"},
     {"steps", "N", "600", "optimizer steps"},
     {"batch-size", "N", "8", "sequences per micro-batch"},
@@ -63,8 +86,9 @@ std::vector<Option> train_options() {
     {"max-grad-norm", "X", "1.0", "global gradient-norm clipping; 0 disables"},
     {"aux-loss", "on|off|config", "config", "router load-balancing loss (config: on iff output_router_logits)"},
     {"seed", "N", "0", "seed for data order (and initialisation of the built-in model)"},
-    {"eval-every", "N", "100", "steps between validation losses (with --eval-data or the demo)"},
-    {"truncate-long", "", "", "truncate JSONL samples longer than --seq-len instead of failing"},
+    {"eval-every", "N", "100", "steps between validation losses (with --eval-data, --val-fraction or the demo)"},
+    {"truncate-long", "", "", "truncate token-id JSONL samples longer than --seq-len instead of failing (text data: "
+                              "--long-samples truncate)"},
     {"save-dtype", "f32|bf16|f16", "f32", "dtype of the saved checkpoint"},
     {"save-layout", "per-expert|fused", "per-expert", "expert tensor layout of the saved checkpoint"},
     {"shuffle", "on|off", "on", "shuffle the training samples each epoch (off: file order)"},
@@ -82,7 +106,10 @@ std::vector<Option> train_options() {
 }
 
 Args train_args() {
-  return Args("train", "Fine-tunes a MoE model (fp32, CPU backend) on token data and saves a Hugging Face checkpoint.",
+  return Args("train",
+              "Fine-tunes a MoE model on text, instruction (prompt/completion) or chat data, or on token ids, and saves a "
+              "Hugging Face checkpoint. Text is tokenized with the model's tokenizer.json and chats rendered with its "
+              "chat template, as Transformers does; the loss covers completions and assistant turns only.",
               train_options());
 }
 
@@ -145,9 +172,11 @@ class GpuRunner : public Runner {
       : trainer_(model.config(), model.params(), options, gpu, batch_size, seq_len) {}
   StepStats step(const std::vector<Batch>& micro_batches) override {
     if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
+    refuse_packed(micro_batches.front());
     return trainer_.step(micro_batches.front());
   }
   LossParts evaluate(const Batch& batch) override {
+    refuse_packed(batch);
     const cuda::GpuLoss loss = trainer_.evaluate(batch);
     return {loss.ce_sum, loss.counted, loss.aux};
   }
@@ -156,6 +185,12 @@ class GpuRunner : public Runner {
     std::copy(params.begin(), params.end(), model.params());
   }
   bool can_checkpoint() const override { return false; }
+  // The GPU engine has no per-document attention mask or position reset: a packed batch would train on attention
+  // across documents, so it is refused (train_command refuses --packing on with --device cuda before it gets here).
+  static void refuse_packed(const Batch& batch) {
+    if (batch.packed())
+      fail("--device cuda cannot train on packed batches (no per-document attention yet); use --packing off");
+  }
   const TrainState& state() const override { fail("--device cuda cannot export its optimizer state yet"); }
   void load_state(TrainState) override { fail("--device cuda cannot import an optimizer state yet"); }
 
@@ -180,13 +215,19 @@ std::unique_ptr<Runner> make_runner(const Args& args, Model& model, const TrainO
 #endif
 }
 
-double mean_eval_loss(Runner& runner, const TokenDataset& data, int batch_size, int max_batches) {
-  BatchSampler sampler(data, batch_size, 0, false);
+// Held-out data for the validation loss: a fresh, unshuffled stream of its rows, and how many rows it has.
+struct EvalSource {
+  std::function<std::unique_ptr<BatchStream>()> stream;
+  size_t rows = 0;
+};
+
+double mean_eval_loss(Runner& runner, const EvalSource& data, int batch_size, int max_batches) {
+  const std::unique_ptr<BatchStream> sampler = data.stream();
   double ce_sum = 0.0;
   int64_t counted = 0;
-  const size_t batches = std::max<size_t>(1, std::min<size_t>(max_batches, data.size() / batch_size));
+  const size_t batches = std::max<size_t>(1, std::min<size_t>(max_batches, data.rows / batch_size));
   for (size_t i = 0; i < batches; ++i) {
-    const LossParts parts = runner.evaluate(sampler.next());
+    const LossParts parts = runner.evaluate(sampler->next());
     ce_sum += parts.ce_sum;
     counted += parts.counted;
   }
@@ -246,17 +287,19 @@ class StopSignals {
 
 // Options that may differ when resuming: they change where the run stops, what it writes and how it evaluates, not what
 // it trains. Every other option is the checkpoint's; given again with another value it is an error.
-const std::set<std::string> kChangeableOnResume = {"steps",     "output",      "eval-data",  "eval-every", "save-dtype",
-                                                   "save-layout", "save-every", "keep-last", "resume"};
-const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output"};
+const std::set<std::string> kChangeableOnResume = {"steps",      "output",      "eval-data",  "eval-every",
+                                                   "save-dtype", "save-layout", "save-every", "keep-last",
+                                                   "resume",     "eval-batches", "threads",   "cache",
+                                                   "epochs"};
+const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output", "tokenizer"};
 
 std::string absolute_path(const std::string& path) {
   return path.empty() ? path : fs::absolute(path).lexically_normal().string();
 }
 
 // This run's options as a checkpoint records them: each option's effective text, paths made absolute ("" for an
-// absent --model/--data/--eval-data or flag), --schedule-steps resolved.
-nlohmann::json recorded_options(const Args& args, long schedule_steps) {
+// absent --model/--data/--eval-data/--tokenizer or flag), --steps (from --epochs) and --schedule-steps resolved.
+nlohmann::json recorded_options(const Args& args, long steps, long schedule_steps) {
   nlohmann::json recorded = nlohmann::json::object();
   for (const Option& option : train_options()) {
     if (option.name == "resume") continue;
@@ -264,6 +307,7 @@ nlohmann::json recorded_options(const Args& args, long schedule_steps) {
     if (option.name == "output") value = absolute_path(value);
     else if (kPathOptions.count(option.name)) value = args.given(option.name) ? absolute_path(value) : "";
     if (option.name == "schedule-steps") value = std::to_string(schedule_steps);
+    if (option.name == "steps") value = std::to_string(steps);
     recorded[option.name] = value;
   }
   return recorded;
@@ -360,6 +404,128 @@ std::function<void(const std::string&)> test_pause_in_save() {
   return [ms](const std::string&) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
 }
 
+// The training and validation data of a run: token ids (TokenDataset, the demo corpus) or text/instruction/chat data
+// tokenized into a dataset cache (TextDataset).
+struct RunData {
+  std::string train_path;
+  std::unique_ptr<TokenDataset> tokens;          // --format tokens
+  std::unique_ptr<TokenDataset> eval_tokens;
+  std::unique_ptr<TextDataset> text;             // text, prompt, chat, or a cache file
+  std::unique_ptr<TextDataset> eval_text;        // --eval-data of those formats
+  std::unique_ptr<BatchStream> stream;           // training batches
+  std::optional<EvalSource> eval;
+  double epoch_fill = -1.0;                      // real tokens / slots of the first epoch's rows (text data)
+  size_t rows_per_epoch = 0;
+};
+
+TextDataOptions text_data_options(const Args& args, const std::string& data, DataFormat format) {
+  TextDataOptions options;
+  options.data = data;
+  options.format = format;
+  options.tokenizer = args.given("tokenizer") ? args.text("tokenizer") : args.text("model");
+  try {
+    options.template_kwargs = nlohmann::ordered_json::parse(args.text("chat-template-args"));
+  } catch (const nlohmann::json::parse_error&) {
+    throw UsageError{str("moetune train: --chat-template-args must be a JSON object, got ", args.text("chat-template-args"))};
+  }
+  if (!options.template_kwargs.is_object())
+    throw UsageError{str("moetune train: --chat-template-args must be a JSON object, got ", args.text("chat-template-args"))};
+  options.cache = args.text("cache");
+  options.build.threads = static_cast<int>(args.integer("threads"));
+  options.build.skip_bad = args.text("bad-samples") == "skip";
+  options.build.progress = ::isatty(STDERR_FILENO) != 0;
+  return options;
+}
+
+RunData load_run_data(const Args& args, const ModelConfig& config, const fs::path& output, int batch_size, int seq_len,
+                      uint64_t seed) {
+  RunData data;
+  const DataFormat requested = parse_data_format(args.text("format"));
+  const bool packing = args.text("packing") == "on";
+  const bool shuffle = args.text("shuffle") == "on";
+  std::string train_path = args.text("data"), eval_path = args.text("eval-data");
+  bool is_cache = false;
+  DataFormat format = DataFormat::Tokens;
+  if (args.given("data")) {
+    format = resolve_data_format(train_path, requested, &is_cache);
+  } else {
+    if (requested != DataFormat::Auto && requested != DataFormat::Tokens)
+      throw UsageError{str("moetune train: --format ", args.text("format"), " needs --data")};
+    const std::vector<int32_t> corpus = generate_demo_tokens(config.vocab_size, 400000, 1234);
+    const size_t held_out = corpus.size() / 10;
+    train_path = (output / "train_tokens.bin").string();
+    write_token_file(train_path, std::vector<int32_t>(corpus.begin(), corpus.end() - static_cast<long>(held_out)));
+    if (eval_path.empty()) {
+      eval_path = (output / "eval_tokens.jsonl").string();
+      write_token_jsonl(eval_path, std::vector<int32_t>(corpus.end() - static_cast<long>(held_out), corpus.end()), seq_len);
+    }
+    std::fprintf(stderr, "data: generated demo corpus, %zu training tokens -> %s\n", corpus.size() - held_out,
+                 train_path.c_str());
+  }
+  data.train_path = train_path;
+
+  if (format == DataFormat::Tokens && !is_cache) {
+    if (packing) throw UsageError{"moetune train: --packing on needs text, prompt or chat data (token ids are read as rows)"};
+    if (args.number("val-fraction") > 0)
+      throw UsageError{"moetune train: --val-fraction needs text, prompt or chat data (give token ids --eval-data)"};
+    const DataOptions data_options{config.vocab_size, seq_len, 0,
+                                   args.flag("truncate-long") || args.text("long-samples") == "truncate"};
+    data.tokens = std::make_unique<TokenDataset>(TokenDataset::load(train_path, data_options));
+    if (data.tokens->size() < static_cast<size_t>(batch_size))
+      fail(train_path, ": ", data.tokens->size(), " sequences of ", seq_len, " tokens, fewer than one batch of ",
+           batch_size);
+    data.stream = std::make_unique<BatchSampler>(*data.tokens, batch_size, seed, shuffle);
+    data.rows_per_epoch = data.tokens->size();
+    if (!eval_path.empty()) {
+      data.eval_tokens = std::make_unique<TokenDataset>(TokenDataset::load(eval_path, data_options));
+      const TokenDataset* eval = data.eval_tokens.get();
+      data.eval = EvalSource{[eval, batch_size] { return std::make_unique<BatchSampler>(*eval, batch_size, 0, false); },
+                             eval->size()};
+    }
+    return data;
+  }
+
+  SampleSetOptions sets;
+  sets.seq_len = seq_len;
+  sets.long_samples = args.flag("truncate-long") ? LongSamples::Truncate : parse_long_samples(args.text("long-samples"));
+  sets.val_fraction = args.number("val-fraction");
+  sets.split_seed = seed;
+  sets.vocab_size = config.vocab_size;
+  data.text = TextDataset::open(text_data_options(args, train_path, requested));
+  data.text->select(sets);
+  for (const std::string& line : data.text->describe()) std::fprintf(stderr, "%s\n", line.c_str());
+  auto sampler = std::make_unique<SequenceSampler>(data.text->train(), batch_size, seed, shuffle, packing,
+                                                   data.text->pad_id());
+  data.epoch_fill = sampler->fill();
+  data.rows_per_epoch = sampler->rows_in_epoch();
+  std::fprintf(stderr, "data: %s, %zu rows of %d tokens per epoch, efficiency %.1f%% (real tokens / slots)\n",
+               packing ? "packing on" : "one sample per row (padding)", data.rows_per_epoch, seq_len,
+               100.0 * data.epoch_fill);
+  if (data.rows_per_epoch < static_cast<size_t>(batch_size))
+    fail(train_path, ": ", data.rows_per_epoch, " rows of ", seq_len, " tokens, fewer than one batch of ", batch_size);
+  data.stream = std::move(sampler);
+
+  const SampleSet* validation = data.text->validation();
+  if (!eval_path.empty()) {
+    if (validation) throw UsageError{"moetune train: give --val-fraction or --eval-data, not both"};
+    data.eval_text = TextDataset::open(text_data_options(args, eval_path, requested));
+    SampleSetOptions eval_sets = sets;
+    eval_sets.val_fraction = 0;
+    data.eval_text->select(eval_sets);
+    for (const std::string& line : data.eval_text->describe()) std::fprintf(stderr, "eval %s\n", line.c_str());
+    validation = &data.eval_text->train();
+  }
+  if (validation) {
+    const int32_t pad = data.text->pad_id();
+    const size_t rows = SequenceSampler(*validation, batch_size, 0, false, packing, pad).rows_in_epoch();
+    data.eval = EvalSource{[validation, batch_size, packing, pad] {
+                             return std::make_unique<SequenceSampler>(*validation, batch_size, 0, false, packing, pad);
+                           },
+                           rows};
+  }
+  return data;
+}
+
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -377,27 +543,54 @@ int train_command(int argc, char** argv) {
 
   const int batch_size = static_cast<int>(args.integer("batch-size"));
   const int seq_len = static_cast<int>(args.integer("seq-len"));
-  const long steps = args.integer("steps");
+  const long epochs = args.integer("epochs");
+  const bool steps_from_epochs = epochs > 0 && !args.given("steps");
+  long steps = args.integer("steps");
   const int grad_accum = static_cast<int>(args.integer("grad-accum"));
   const uint64_t seed = static_cast<uint64_t>(args.integer("seed"));
-  if (batch_size < 1 || seq_len < 2 || steps < 1 || grad_accum < 1)
-    throw UsageError{"moetune train: --batch-size, --steps and --grad-accum must be >= 1 and --seq-len >= 2"};
+  if (batch_size < 1 || seq_len < 2 || steps < 1 || grad_accum < 1 || epochs < 0)
+    throw UsageError{"moetune train: --batch-size, --steps and --grad-accum must be >= 1, --seq-len >= 2, --epochs >= 0"};
+  if (epochs > 0 && args.given("steps") && !checkpoint)
+    throw UsageError{"moetune train: give --steps or --epochs, not both"};
   const long eval_every = args.integer("eval-every");
-  if (eval_every < 1 || args.integer("warmup") < 0)
-    throw UsageError{"moetune train: --eval-every must be >= 1 and --warmup >= 0"};
+  if (eval_every < 1 || args.integer("warmup") < 0 || args.integer("eval-batches") < 1)
+    throw UsageError{"moetune train: --eval-every and --eval-batches must be >= 1 and --warmup >= 0"};
   const long save_every = args.integer("save-every");
   const long keep_last = args.integer("keep-last");
-  if (save_every < 0 || keep_last < 0 || args.integer("schedule-steps") < 0)
-    throw UsageError{"moetune train: --save-every, --keep-last and --schedule-steps must be >= 0"};
-  const long schedule_steps = args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps;
+  if (save_every < 0 || keep_last < 0 || args.integer("schedule-steps") < 0 || args.integer("threads") < 0)
+    throw UsageError{"moetune train: --save-every, --keep-last, --schedule-steps and --threads must be >= 0"};
   const Schedule schedule = parse_schedule(args.text("schedule"));
-  if (schedule != Schedule::Constant && steps > schedule_steps)
-    throw UsageError{str("moetune train: --steps ", steps, " goes past the end of the ", schedule_name(schedule),
-                         " learning-rate schedule (--schedule-steps ", schedule_steps,
-                         checkpoint ? ", from the checkpoint" : "", ")",
-                         checkpoint ? "; to train further, start a new run with --model on a checkpoint" : "")};
-  if (steps < start_step)
-    throw UsageError{str("moetune train: --steps ", steps, " is before the checkpoint's step ", start_step)};
+  for (const char* flag : {"packing", "shuffle"})
+    if (args.text(flag) != "on" && args.text(flag) != "off")
+      throw UsageError{str("moetune train: --", flag, " must be on or off")};
+  if (args.text("bad-samples") != "skip" && args.text("bad-samples") != "fail")
+    throw UsageError{"moetune train: --bad-samples must be skip or fail"};
+  const std::string long_samples = args.text("long-samples");
+  if (long_samples != "fail" && long_samples != "truncate" && long_samples != "drop")
+    throw UsageError{"moetune train: --long-samples must be fail, truncate or drop"};
+  const double val_fraction = args.number("val-fraction");
+  if (val_fraction < 0 || val_fraction >= 1) throw UsageError{"moetune train: --val-fraction must be in [0, 1)"};
+  try {
+    parse_data_format(args.text("format"));
+  } catch (const Error& error) {
+    throw UsageError{str("moetune train: ", error.what())};
+  }
+  text_data_options(args, "", DataFormat::Auto);  // validates --chat-template-args
+  const bool packing = args.text("packing") == "on";
+  if (packing && args.text("device") != "cpu")
+    throw UsageError{"moetune train: --packing on needs --device cpu (the GPU engine has no per-document attention "
+                     "mask or position reset yet; use --packing off there)"};
+  // The step checks, once --steps is known (from --epochs it is known only once the data is read).
+  auto check_steps = [&](long schedule_steps) {
+    if (schedule != Schedule::Constant && steps > schedule_steps)
+      throw UsageError{str("moetune train: --steps ", steps, " goes past the end of the ", schedule_name(schedule),
+                           " learning-rate schedule (--schedule-steps ", schedule_steps,
+                           checkpoint ? ", from the checkpoint" : "", ")",
+                           checkpoint ? "; to train further, start a new run with --model on a checkpoint" : "")};
+    if (steps < start_step)
+      throw UsageError{str("moetune train: --steps ", steps, " is before the checkpoint's step ", start_step)};
+  };
+  if (!steps_from_epochs) check_steps(args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps);
   if ((save_every > 0 || checkpoint) && args.text("device") != "cpu")
     throw UsageError{"moetune train: --save-every and --resume need --device cpu (the GPU trainer cannot save its "
                      "optimizer state yet)"};
@@ -416,25 +609,17 @@ int train_command(int argc, char** argv) {
                                      : "built-in tiny MoE",
                config.architecture.c_str(), model.parameter_count(), config.num_layers, config.num_experts, config.top_k);
 
-  const DataOptions data_options{config.vocab_size, seq_len, 0, args.flag("truncate-long")};
-  std::string train_path = args.text("data"), eval_path = args.text("eval-data");
-  if (!args.given("data")) {
-    const std::vector<int32_t> corpus = generate_demo_tokens(config.vocab_size, 400000, 1234);
-    const size_t held_out = corpus.size() / 10;
-    train_path = (output / "train_tokens.bin").string();
-    write_token_file(train_path, std::vector<int32_t>(corpus.begin(), corpus.end() - static_cast<long>(held_out)));
-    if (eval_path.empty()) {
-      eval_path = (output / "eval_tokens.jsonl").string();
-      write_token_jsonl(eval_path, std::vector<int32_t>(corpus.end() - static_cast<long>(held_out), corpus.end()), seq_len);
-    }
-    std::fprintf(stderr, "data: generated demo corpus, %zu training tokens -> %s\n", corpus.size() - held_out,
-                 train_path.c_str());
+  RunData data = load_run_data(args, config, output, batch_size, seq_len, seed);
+  const std::string& train_path = data.train_path;
+  BatchStream& sampler = *data.stream;
+  if (steps_from_epochs) {
+    const size_t rows_per_step = static_cast<size_t>(batch_size) * static_cast<size_t>(grad_accum);
+    steps = static_cast<long>((static_cast<size_t>(epochs) * data.rows_per_epoch + rows_per_step - 1) / rows_per_step);
+    std::fprintf(stderr, "steps: %ld (%ld epochs of %zu rows, %zu rows per step)\n", steps, epochs, data.rows_per_epoch,
+                 rows_per_step);
+    check_steps(args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps);
   }
-  const TokenDataset train_data = TokenDataset::load(train_path, data_options);
-  if (train_data.size() < static_cast<size_t>(batch_size))
-    fail(train_path, ": ", train_data.size(), " sequences of ", seq_len, " tokens, fewer than one batch of ", batch_size);
-  std::unique_ptr<TokenDataset> eval_data;
-  if (!eval_path.empty()) eval_data = std::make_unique<TokenDataset>(TokenDataset::load(eval_path, data_options));
+  const long schedule_steps = args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps;
 
   TrainOptions options;
   options.total_steps = schedule_steps;
@@ -452,21 +637,25 @@ int train_command(int argc, char** argv) {
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
   const std::string shuffle = args.text("shuffle");
-  if (shuffle != "on" && shuffle != "off") throw UsageError{"moetune train: --shuffle must be on or off"};
   std::unique_ptr<Runner> runner = make_runner(args, model, options, batch_size, seq_len);
-  BatchSampler sampler(train_data, batch_size, seed, shuffle == "on");
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
   int64_t tokens_seen = 0;
+  int64_t real_tokens_seen = 0, slots_seen = 0;  // this session's, for the packing efficiency
   double elapsed_before = 0.0;  // training time of the run before this process (resumed)
   if (checkpoint) {
     const CheckpointRecord& record = checkpoint->record;
     const SamplerPosition& position = record.sampler;
-    if (position.dataset_size != train_data.size())
-      fail(train_path, ": ", train_data.size(), " sequences of ", seq_len, " tokens, but the checkpoint ",
-           checkpoint->folder, " was trained on ", position.dataset_size, " (the data changed since)");
+    if (position.dataset_size != sampler.dataset_size())
+      fail(train_path, ": ", sampler.dataset_size(), " training samples (sequences of ", seq_len,
+           " tokens), but the checkpoint ", checkpoint->folder, " was trained on ", position.dataset_size,
+           " (the data changed since)");
     if (record.batch_size != batch_size || record.seq_len != seq_len || record.grad_accum != grad_accum ||
         position.seed != seed || position.shuffle != (shuffle == "on") || record.options.total_steps != schedule_steps)
       fail(checkpoint->folder, "/", kTrainStateJson, ": batch, sampler or schedule fields disagree with \"run.options\"");
+    const nlohmann::json& run = record.run;
+    if (data.text && run.contains("data_cache_key") && run["data_cache_key"] != data.text->cache().key())
+      fail(train_path, ": the tokenized data differs from the data the checkpoint ", checkpoint->folder,
+           " was trained on (the data, tokenizer, chat template or template arguments changed since)");
     runner->load_state(std::move(checkpoint->state));
     sampler.seek(position.epoch, position.position);
     tokens_seen = record.tokens_seen;
@@ -487,7 +676,7 @@ int train_command(int argc, char** argv) {
   }
   MetricsLog metrics((output / "metrics.jsonl").string(), checkpoint.has_value());
 
-  const nlohmann::json run_options = recorded_options(args, schedule_steps);
+  const nlohmann::json run_options = recorded_options(args, steps, schedule_steps);
   CheckpointWriteOptions write_options;
   write_options.keep_last = static_cast<int>(keep_last);
   write_options.after_file = test_pause_in_save();
@@ -501,19 +690,28 @@ int train_command(int argc, char** argv) {
     record.batch_size = batch_size;
     record.seq_len = seq_len;
     record.grad_accum = grad_accum;
-    record.sampler = {sampler.epoch(), sampler.position(), seed, shuffle == "on", train_data.size()};
+    record.sampler = {sampler.epoch(), sampler.position(), seed, shuffle == "on", sampler.dataset_size()};
     record.tokens_seen = tokens_seen;
     record.elapsed_s = elapsed_before + seconds_since_start();
     record.run = {{"options", run_options}};
+    if (data.text) record.run["data_cache_key"] = data.text->cache().key();
     last_checkpoint = step;
     return write_checkpoint((output / "checkpoints").string(), model, runner->state(), record, write_options);
   };
 
+  const int eval_batches = static_cast<int>(args.integer("eval-batches"));
   ProgressLine progress(static_cast<int>(steps));
   const StopSignals signals;
   for (long s = start_step; s < steps; ++s) {
     std::vector<Batch> micro;
-    for (int m = 0; m < grad_accum; ++m) micro.push_back(sampler.next());
+    int64_t step_real = 0, step_slots = 0;
+    bool real_known = true;
+    for (int m = 0; m < grad_accum; ++m) {
+      micro.push_back(sampler.next());
+      real_known = real_known && micro.back().real_tokens >= 0;
+      step_real += micro.back().real_tokens;
+      step_slots += static_cast<int64_t>(micro.back().batch_size) * micro.back().seq_len;
+    }
     const StepStats stats = runner->step(micro);
     tokens_seen += stats.tokens;
     const double session_s = seconds_since_start();
@@ -523,8 +721,14 @@ int train_command(int argc, char** argv) {
                              {"aux_loss", stats.aux_loss}, {"grad_norm", stats.grad_norm}, {"lr", stats.lr},
                              {"tokens", tokens_seen}, {"tokens_per_s", tokens_per_s}, {"elapsed_s", elapsed},
                              {"epoch", sampler.epoch()}};
-    if (eval_data && (stats.step % eval_every == 0 || stats.step == steps)) {
-      const double eval_loss = mean_eval_loss(*runner, *eval_data, batch_size, 8);
+    if (real_known) {
+      real_tokens_seen += step_real;
+      slots_seen += step_slots;
+      record["real_tokens"] = step_real;
+      record["packing_efficiency"] = static_cast<double>(step_real) / static_cast<double>(step_slots);
+    }
+    if (data.eval && (stats.step % eval_every == 0 || stats.step == steps)) {
+      const double eval_loss = mean_eval_loss(*runner, *data.eval, batch_size, eval_batches);
       record["eval_loss"] = eval_loss;
       eval_axis.push_back(static_cast<double>(stats.step));
       eval_losses.push_back(eval_loss);
@@ -568,6 +772,8 @@ int train_command(int argc, char** argv) {
   save.expert_layout = save_layout;
   model.save_pretrained((output / "final").string(), save);
 
+  const double packing_efficiency =
+      slots_seen > 0 ? static_cast<double>(real_tokens_seen) / static_cast<double>(slots_seen) : std::nan("");
   const double first_loss = losses.empty() ? std::nan("") : losses.front();
   const double final_loss = losses.empty() ? std::nan("") : losses.back();
   nlohmann::json summary = {
@@ -576,10 +782,15 @@ int train_command(int argc, char** argv) {
       {"first_loss", first_loss}, {"final_loss", final_loss}, {"elapsed_s", elapsed},
       {"tokens_per_s", tokens_seen / std::max(elapsed, 1e-9)}, {"checkpoint", (output / "final").string()}};
   if (checkpoint) summary["resumed_from"] = absolute_path(checkpoint->folder);
+  if (slots_seen > 0) summary["packing_efficiency"] = packing_efficiency;
+  if (data.text) summary["data_cache"] = data.text->cache().path();
   std::ofstream((output / "run.json")) << summary.dump(2) << "\n";
   std::fprintf(stderr, "loss %.4f -> %.4f in %s (%.0f tokens/s)%s\n", first_loss, final_loss,
                format_duration(elapsed).c_str(), tokens_seen / std::max(elapsed, 1e-9),
                eval_losses.empty() ? "" : str(", eval loss ", eval_losses.back()).c_str());
+  if (slots_seen > 0)
+    std::fprintf(stderr, "packing efficiency %.1f%% (%lld real tokens in %lld slots)\n", 100.0 * packing_efficiency,
+                 static_cast<long long>(real_tokens_seen), static_cast<long long>(slots_seen));
   std::fprintf(stderr, "saved %s, %s, %s\n", (output / "final").c_str(), (output / "metrics.jsonl").c_str(),
                (output / "loss.svg").c_str());
   return 0;

@@ -1,6 +1,7 @@
 // Why: the attention half of a decoder layer on the CPU, forward and backward:
 //   norm1 = RMSNorm(input); q,k,v = projections (+bias); q,k = q/k RMSNorm (per head or full width);
-//   q,k,v = clamp(±clip_qkv) (OLMoE); q,k = RoPE; attn = softmax(q k^T * scale, causal[/window]) v;
+//   q,k,v = clamp(±clip_qkv) (OLMoE); q,k = RoPE (at each token's position: t % seq_len, or restarting per document
+//   in a packed row); attn = softmax(q k^T * scale, causal[/window][/within the document]) v;
 //   mid = input + o_proj(attn).
 #include <algorithm>
 #include <cmath>
@@ -63,7 +64,7 @@ void CpuEngine::attention_forward(const LayerWeights& w, LayerActivations& a) {
   const int layer = static_cast<int>(&a - layers_.data());
   const cpu::AttentionShape shape{batch_, seq_len_, c.num_heads, c.num_kv_heads, D, c.sliding_window[layer],
                                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)))};
-  cpu::attention_forward(a.attn_out, a.probs, a.q, a.k, a.v, shape);
+  cpu::attention_forward(a.attn_out, a.probs, a.q, a.k, a.v, shape, packed_ ? doc_start_ : nullptr);
   std::memcpy(a.mid, a.input, sizeof(float) * N * H);
   cpu::linear_forward(a.mid, a.attn_out, w.o_proj, w.o_bias, N, Q, H, 1.0f);
 }
@@ -76,7 +77,8 @@ void CpuEngine::attention_backward(const LayerWeights& w, const LayerWeights& g,
   const int layer = static_cast<int>(&a - layers_.data());
   const cpu::AttentionShape shape{batch_, seq_len_, c.num_heads, c.num_kv_heads, D, c.sliding_window[layer],
                                   static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)))};
-  cpu::attention_backward(ws_.d_q, ws_.d_k, ws_.d_v, ws_.d_attn, a.q, a.k, a.v, a.probs, shape);
+  cpu::attention_backward(ws_.d_q, ws_.d_k, ws_.d_v, ws_.d_attn, a.q, a.k, a.v, a.probs, shape,
+                          packed_ ? doc_start_ : nullptr);
   cpu::rope_apply(ws_.d_q, positions_, N, c.num_heads, D, c.rope_theta, true);
   cpu::rope_apply(ws_.d_k, positions_, N, c.num_kv_heads, D, c.rope_theta, true);
   clamp_backward(ws_.d_q, a.q_normed, static_cast<long>(N) * Q, c.clip_qkv);

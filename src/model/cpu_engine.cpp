@@ -22,7 +22,6 @@ CpuEngine::CpuEngine(const ModelConfig& config, int batch, int seq_len)
   activations_.allocate_measured();
   workspace_.allocate_measured();
   carve(activations_, workspace_);
-  for (int t = 0; t < tokens_; ++t) positions_[t] = t % seq_len_;
   pick_counts_.assign(config_.num_experts, 0.0);
   prob_sums_.assign(config_.num_experts, 0.0);
 }
@@ -39,6 +38,7 @@ void CpuEngine::carve(Arena& act, Arena& ws) {
   input_ids_ = act.take<int32_t>(N);
   labels_ = act.take<int32_t>(N);
   positions_ = act.take<int32_t>(N);
+  doc_start_ = act.take<int32_t>(N);
   for (int l = 0; l < c.num_layers; ++l) {
     LayerActivations& a = layers_[l];
     a = LayerActivations{};
@@ -104,11 +104,19 @@ void CpuEngine::carve(Arena& act, Arena& ws) {
   ws_.moe = {ws.take<float>(rows * H), ws.take<float>(rows * I), ws.take<float>(rows * 2 * I)};
 }
 
-LossParts CpuEngine::forward(const ModelWeights& w, const int32_t* input_ids, const int32_t* labels) {
+LossParts CpuEngine::forward(const ModelWeights& w, const int32_t* input_ids, const int32_t* labels,
+                             const int32_t* positions, const int32_t* doc_start) {
   const ModelConfig& c = config_;
   const int H = c.hidden_size;
   std::memcpy(input_ids_, input_ids, sizeof(int32_t) * tokens_);
   std::memcpy(labels_, labels, sizeof(int32_t) * tokens_);
+  if (positions) {
+    std::memcpy(positions_, positions, sizeof(int32_t) * tokens_);
+  } else {
+    for (int t = 0; t < tokens_; ++t) positions_[t] = t % seq_len_;
+  }
+  packed_ = doc_start != nullptr;
+  if (packed_) std::memcpy(doc_start_, doc_start, sizeof(int32_t) * tokens_);
   std::fill(pick_counts_.begin(), pick_counts_.end(), 0.0);
   std::fill(prob_sums_.begin(), prob_sums_.end(), 0.0);
   balance_rows_ = 0.0;

@@ -25,7 +25,12 @@ class CpuEngine {
   CpuEngine(const ModelConfig& config, int batch, int seq_len);
 
   // input_ids, labels: (batch, seq_len) row-major; labels unshifted, -100 ignored. Keeps activations for backward().
-  LossParts forward(const ModelWeights& weights, const int32_t* input_ids, const int32_t* labels);
+  // Packed rows (several documents per sequence) also pass positions (batch, seq_len), the RoPE position of each token
+  // (restarting at 0 per document), and doc_start (batch, seq_len), the row position where each token's document
+  // begins (attention stays inside it, ops/cpu/attention.h). Both nullptr: positions t % seq_len and no document mask,
+  // exactly the unpacked computation.
+  LossParts forward(const ModelWeights& weights, const int32_t* input_ids, const int32_t* labels,
+                    const int32_t* positions = nullptr, const int32_t* doc_start = nullptr);
 
   // Accumulates into `grads` the gradient of ce_scale * ce_sum + aux_scale * aux at the last forward's point.
   void backward(const ModelWeights& weights, const ModelWeights& grads, float ce_scale, float aux_scale);
@@ -103,6 +108,8 @@ class CpuEngine {
   int32_t* input_ids_ = nullptr;   // (N)
   int32_t* labels_ = nullptr;      // (N)
   int32_t* positions_ = nullptr;   // (N)
+  int32_t* doc_start_ = nullptr;   // (N) of the last forward, when packed
+  bool packed_ = false;            // the last forward had document boundaries
   float* final_input_ = nullptr;   // (N, H)
   float* final_rstd_ = nullptr;    // (N)
   float* final_norm_ = nullptr;    // (N, H)

@@ -1,7 +1,8 @@
-// Why: training reads token ids, never text: tokenization happens before moetune, so a dataset is either a flat file of
-// uint32 ids (pretraining-style, cut into windows) or JSONL samples with optional labels (fine-tuning-style, where -100
-// masks the prompt). Both become fixed-length rows of seq_len tokens, so every batch is one dense (batch, seq_len)
-// block. Bad data fails here, once, with the file, the line and the item named, rather than as a wrong loss later. The
+// Why: the engines train on token ids in dense (batch, seq_len) blocks (Batch). This file reads data that is already
+// token ids: a flat file of uint32 ids (pretraining-style, cut into windows) or JSONL samples with optional labels
+// (fine-tuning-style, where -100 masks the prompt), both fixed-length rows of seq_len tokens. Text, instruction and chat
+// data are tokenized by src/dataset/ into a cache and cut into rows (padded or packed) by its SequenceSampler; both
+// feed the train loop through BatchStream. Bad data fails here, once, with the file, the line and the item named, rather than as a wrong loss later. The
 // sampler's order is computed with our own shuffle over std::mt19937_64 (whose output the standard fixes), so the same
 // seed gives the same batches on every platform and standard library.
 #pragma once
@@ -58,27 +59,49 @@ class TokenDataset {
   int64_t real_tokens_ = 0;
 };
 
-// A batch: row-major (batch_size, seq_len) ids and labels.
+// A batch: row-major (batch_size, seq_len) ids and labels. A packed batch (several documents per row) also carries
+// each token's RoPE position (restarting at 0 per document) and the row position where its document begins (attention
+// stays inside the document); an unpacked batch leaves both empty (positions t, one document per row).
 struct Batch {
   int batch_size = 0;
   int seq_len = 0;
   std::vector<int32_t> input_ids;  // (batch_size, seq_len)
   std::vector<int32_t> labels;     // (batch_size, seq_len)
+  std::vector<int32_t> positions;  // (batch_size, seq_len) or empty
+  std::vector<int32_t> doc_start;  // (batch_size, seq_len) or empty; doc_start[r * seq_len + t] <= t
+  int64_t real_tokens = -1;        // tokens that are not padding; -1: not known
+  bool packed() const { return !doc_start.empty(); }
+};
+
+// A stream of training batches that can say where it stands and resume there (checkpoints record epoch/position and
+// the number of rows it walks).
+class BatchStream {
+ public:
+  virtual ~BatchStream() = default;
+  virtual Batch next() = 0;
+  // Epochs completed so far and the index of the next row in this epoch's order.
+  virtual int64_t epoch() const = 0;
+  virtual size_t position() const = 0;
+  // Resumes at a point saved from epoch()/position(): the rows that follow are those an uninterrupted stream gives.
+  virtual void seek(int64_t epoch, size_t position) = 0;
+  // Samples the stream walks per epoch (a changed dataset is caught when resuming).
+  virtual size_t dataset_size() const = 0;
 };
 
 // Walks the dataset in a seeded random order (a new permutation each epoch, a function of (seed, epoch) only) and cuts
 // batches of rows; a batch that reaches the end of an epoch continues with the next epoch's first rows. The dataset
 // must outlive the sampler.
-class BatchSampler {
+class BatchSampler : public BatchStream {
  public:
   BatchSampler(const TokenDataset& dataset, int batch_size, uint64_t seed, bool shuffle = true);
-  Batch next();
+  Batch next() override;
   // Where the next row comes from: epochs completed so far and the index into this epoch's order.
-  int64_t epoch() const { return epoch_; }
-  size_t position() const { return position_; }
+  int64_t epoch() const override { return epoch_; }
+  size_t position() const override { return position_; }
   // Resumes at a point saved from epoch()/position(): the rows that follow are those an uninterrupted sampler would
   // give.
-  void seek(int64_t epoch, size_t position);
+  void seek(int64_t epoch, size_t position) override;
+  size_t dataset_size() const override { return dataset_->size(); }
 
  private:
   void start_epoch(int64_t epoch);

@@ -44,18 +44,37 @@ void Trainer::check_batch(const Batch& batch) const {
   const int vocab = model_.config().vocab_size;
   for (int32_t id : batch.input_ids)
     if (id < 0 || id >= vocab) fail("token id ", id, " is outside the model's vocabulary [0, ", vocab, ")");
+  const size_t cells = static_cast<size_t>(batch.batch_size) * static_cast<size_t>(batch.seq_len);
+  if (batch.input_ids.size() != cells || batch.labels.size() != cells)
+    fail("batch of shape ", batch.batch_size, "x", batch.seq_len, " holds ", batch.input_ids.size(), " ids and ",
+         batch.labels.size(), " labels");
+  if (batch.positions.empty() != batch.doc_start.empty() ||
+      (!batch.positions.empty() && (batch.positions.size() != cells || batch.doc_start.size() != cells)))
+    fail("packed batch: positions and doc_start must both have ", cells, " entries (or both be empty)");
+  for (size_t cell = 0; cell < batch.doc_start.size(); ++cell) {
+    const int t = static_cast<int>(cell % static_cast<size_t>(batch.seq_len));
+    if (batch.doc_start[cell] < 0 || batch.doc_start[cell] > t || batch.positions[cell] < 0)
+      fail("packed batch: token ", cell, " has doc_start ", batch.doc_start[cell], " and position ", batch.positions[cell],
+           " (need 0 <= doc_start <= its column and position >= 0)");
+  }
+}
+
+LossParts Trainer::forward(const Batch& batch) {
+  return engine_.forward(model_.weights(), batch.input_ids.data(), batch.labels.data(),
+                         batch.packed() ? batch.positions.data() : nullptr,
+                         batch.packed() ? batch.doc_start.data() : nullptr);
 }
 
 LossParts Trainer::evaluate(const Batch& batch) {
   check_batch(batch);
-  return engine_.forward(model_.weights(), batch.input_ids.data(), batch.labels.data());
+  return forward(batch);
 }
 
 LossParts Trainer::compute_gradients(const Batch& batch) {
   check_batch(batch);
   std::fill(grads_.begin(), grads_.end(), 0.0f);
   const ModelWeights weights = model_.weights();
-  const LossParts parts = engine_.forward(weights, batch.input_ids.data(), batch.labels.data());
+  const LossParts parts = forward(batch);
   const float ce_scale = parts.counted > 0 ? 1.0f / static_cast<float>(parts.counted) : 0.0f;
   const float aux_scale = options_.aux_loss ? model_.config().router_aux_loss_coef : 0.0f;
   engine_.backward(weights, model_.layout().bind(grads_.data()), ce_scale, aux_scale);
@@ -78,7 +97,7 @@ StepStats Trainer::step(const std::vector<Batch>& micro_batches) {
   StepStats stats;
   double ce_sum = 0.0, aux_sum = 0.0;
   for (const Batch& batch : micro_batches) {
-    const LossParts parts = engine_.forward(weights, batch.input_ids.data(), batch.labels.data());
+    const LossParts parts = forward(batch);
     engine_.backward(weights, grads, ce_scale, aux_scale);
     ce_sum += parts.ce_sum;
     aux_sum += parts.aux;

@@ -50,7 +50,7 @@ class Trainer {
  public:
   Trainer(Model& model, const TrainOptions& options, int batch_size, int seq_len);
 
-  // One optimizer step over the given micro-batches (all of shape batch_size x seq_len).
+  // One optimizer step over the given micro-batches (all of shape batch_size x seq_len; packed or not, see Batch).
   StepStats step(const std::vector<Batch>& micro_batches);
   // Loss of one batch without touching gradients or parameters.
   LossParts evaluate(const Batch& batch);
@@ -67,6 +67,7 @@ class Trainer {
 
  private:
   void check_batch(const Batch& batch) const;
+  LossParts forward(const Batch& batch);  // the engine's forward, packed or not
 
   Model& model_;
   TrainOptions options_;

@@ -8,21 +8,26 @@
 namespace moetune::cpu {
 
 namespace {
-inline bool visible(int query, int key, int window) { return key <= query && (window == 0 || query - key < window); }
+// `first` is the query's document start (0 when the row is one sequence).
+inline bool visible(int query, int key, int window, int first) {
+  return key <= query && key >= first && (window == 0 || query - key < window);
+}
 }  // namespace
 
-void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, const AttentionShape& s) {
+void attention_forward(float* out, float* probs, const float* q, const float* k, const float* v, const AttentionShape& s,
+                       const int32_t* doc_start) {
   const int T = s.seq_len, D = s.head_dim, group = s.heads / s.kv_heads;
   const long q_row = static_cast<long>(s.heads) * D, kv_row = static_cast<long>(s.kv_heads) * D;
   for (int b = 0; b < s.batch; ++b) {
     for (int h = 0; h < s.heads; ++h) {
       const int kvh = h / group;
       for (int i = 0; i < T; ++i) {
+        const int first = doc_start ? doc_start[static_cast<long>(b) * T + i] : 0;
         const float* qi = q + (static_cast<long>(b) * T + i) * q_row + h * D;
         float* p = probs + ((static_cast<long>(b) * s.heads + h) * T + i) * T;
         double max_score = -INFINITY;
         for (int j = 0; j < T; ++j) {
-          if (!visible(i, j, s.window)) {
+          if (!visible(i, j, s.window, first)) {
             p[j] = 0.0f;
             continue;
           }
@@ -34,13 +39,13 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
         }
         double sum = 0.0;
         for (int j = 0; j < T; ++j)
-          if (visible(i, j, s.window)) sum += std::exp(p[j] - max_score);
+          if (visible(i, j, s.window, first)) sum += std::exp(p[j] - max_score);
         for (int j = 0; j < T; ++j)
-          if (visible(i, j, s.window)) p[j] = static_cast<float>(std::exp(p[j] - max_score) / sum);
+          if (visible(i, j, s.window, first)) p[j] = static_cast<float>(std::exp(p[j] - max_score) / sum);
         float* oi = out + (static_cast<long>(b) * T + i) * q_row + h * D;
         for (int d = 0; d < D; ++d) {
           double acc = 0.0;
-          for (int j = 0; j <= i; ++j) acc += static_cast<double>(p[j]) * v[(static_cast<long>(b) * T + j) * kv_row + kvh * D + d];
+          for (int j = first; j <= i; ++j) acc += static_cast<double>(p[j]) * v[(static_cast<long>(b) * T + j) * kv_row + kvh * D + d];
           oi[d] = static_cast<float>(acc);
         }
       }
@@ -49,7 +54,7 @@ void attention_forward(float* out, float* probs, const float* q, const float* k,
 }
 
 void attention_backward(float* d_q, float* d_k, float* d_v, const float* d_out, const float* q, const float* k,
-                        const float* v, const float* probs, const AttentionShape& s) {
+                        const float* v, const float* probs, const AttentionShape& s, const int32_t* doc_start) {
   const int T = s.seq_len, D = s.head_dim, group = s.heads / s.kv_heads;
   const long q_row = static_cast<long>(s.heads) * D, kv_row = static_cast<long>(s.kv_heads) * D;
   std::memset(d_k, 0, sizeof(float) * s.batch * T * kv_row);
@@ -59,11 +64,12 @@ void attention_backward(float* d_q, float* d_k, float* d_v, const float* d_out, 
     for (int h = 0; h < s.heads; ++h) {
       const int kvh = h / group;
       for (int i = 0; i < T; ++i) {
+        const int first = doc_start ? doc_start[static_cast<long>(b) * T + i] : 0;
         const float* p = probs + ((static_cast<long>(b) * s.heads + h) * T + i) * T;
         const float* doi = d_out + (static_cast<long>(b) * T + i) * q_row + h * D;
         const float* qi = q + (static_cast<long>(b) * T + i) * q_row + h * D;
         double weighted = 0.0;  // sum_j p_j * dP_j
-        for (int j = 0; j <= i; ++j) {
+        for (int j = first; j <= i; ++j) {
           const float* vj = v + (static_cast<long>(b) * T + j) * kv_row + kvh * D;
           double dp = 0.0;
           for (int d = 0; d < D; ++d) dp += static_cast<double>(doi[d]) * vj[d];
@@ -72,8 +78,8 @@ void attention_backward(float* d_q, float* d_k, float* d_v, const float* d_out, 
         }
         float* dqi = d_q + (static_cast<long>(b) * T + i) * q_row + h * D;
         std::vector<double> dq(D, 0.0);
-        for (int j = 0; j <= i; ++j) {
-          if (!visible(i, j, s.window)) continue;
+        for (int j = first; j <= i; ++j) {
+          if (!visible(i, j, s.window, first)) continue;
           const double ds = p[j] * (d_scores[j] - weighted) * s.scale;
           const long kv_offset = (static_cast<long>(b) * T + j) * kv_row + kvh * D;
           for (int d = 0; d < D; ++d) {
