@@ -23,10 +23,10 @@ record() { rows+=("$(printf '%-44s %s' "$1" "$2")"); }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
 if [ "$what" = tests ] || [ "$what" = all ]; then
-  build/moetune_tests --gtest_filter='Cuda*:*Golden*' --gtest_output="xml:$out/gpu_tests.xml" > "$out/gpu_tests.log" 2>&1
+  build/moetune_tests --gtest_filter='*Cuda*:*Golden*' --gtest_output="xml:$out/gpu_tests.xml" > "$out/gpu_tests.log" 2>&1
   status=$?
   grep -E "^\[  (PASSED|FAILED) |^\[  FAILED  \]" "$out/gpu_tests.log" | tail -40
-  record "GPU tests (Cuda*, *Golden*)" "$([ $status = 0 ] && echo pass || echo FAIL) ($(grep -c '^\[       OK' "$out/gpu_tests.log") ok, $(grep -c '^\[  FAILED  \].*ms)' "$out/gpu_tests.log") failed)"
+  record "GPU tests (*Cuda*, *Golden*)" "$([ $status = 0 ] && echo pass || echo FAIL) ($(grep -c '^\[       OK' "$out/gpu_tests.log") ok, $(grep -c '^\[  FAILED  \].*ms)' "$out/gpu_tests.log") failed)"
 
   rm -rf /tmp/golden_gpu
   if $python tools/golden/make_golden.py --out /tmp/golden_gpu --device cuda > "$out/golden_gpu.log" 2>&1 &&
