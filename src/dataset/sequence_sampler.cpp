@@ -7,25 +7,11 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/random.h"
 
 namespace moetune {
 
 namespace {
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {
-  const uint64_t threshold = (0 - bound) % bound;
-  for (;;) {
-    const uint64_t value = rng();
-    if (value >= threshold) return value % bound;
-  }
-}
 
 constexpr size_t kOpenRows = 64;
 constexpr size_t kExamples = 5;
@@ -41,7 +27,7 @@ LongSamples parse_long_samples(const std::string& text) {
 
 bool in_validation_split(size_t index, double val_fraction, uint64_t seed) {
   if (val_fraction <= 0.0) return false;
-  const uint64_t h = mix(mix(seed ^ 0x73706c6974ull) ^ static_cast<uint64_t>(index));
+  const uint64_t h = mix64(mix64(seed ^ 0x73706c6974ull) ^ static_cast<uint64_t>(index));
   return static_cast<double>(h >> 11) * 0x1.0p-53 < val_fraction;
 }
 
@@ -110,7 +96,7 @@ void SequenceSampler::start_epoch(int64_t epoch) {
   order_.resize(set_->size());
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = static_cast<uint32_t>(i);
   if (shuffle_) {
-    std::mt19937_64 rng(mix(seed_ ^ mix(static_cast<uint64_t>(epoch) + 0x7061636bull)));
+    std::mt19937_64 rng(mix64(seed_ ^ mix64(static_cast<uint64_t>(epoch) + 0x7061636bull)));
     for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[uniform_below(rng, i)]);
   }
   epoch_tokens_ = set_->tokens();

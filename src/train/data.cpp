@@ -13,6 +13,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "core/random.h"
 
 namespace moetune {
 
@@ -136,23 +137,6 @@ bool is_blank(const std::string& line) {
   return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
 }
 
-// splitmix64's finalizer: a well-mixed 64-bit hash of a 64-bit value.
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-// Uniform in [0, bound) without modulo bias (rejects the low `2^64 mod bound` values).
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {
-  uint64_t threshold = (0 - bound) % bound;
-  for (;;) {
-    uint64_t value = rng();
-    if (value >= threshold) return value % bound;
-  }
-}
-
 // Uniform in [0, 1) from the top 53 bits.
 double unit(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
 
@@ -245,7 +229,7 @@ void BatchSampler::start_epoch(int64_t epoch) {
   order_.resize(dataset_->size());
   for (size_t i = 0; i < order_.size(); ++i) order_[i] = i;
   if (!shuffle_) return;
-  std::mt19937_64 rng(mix(seed_ ^ mix(static_cast<uint64_t>(epoch))));
+  std::mt19937_64 rng(mix64(seed_ ^ mix64(static_cast<uint64_t>(epoch))));
   for (size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[uniform_below(rng, i)]);
 }
 
@@ -284,13 +268,13 @@ std::vector<int32_t> generate_demo_tokens(int vocab_size, int64_t count, uint64_
 
   // Successor k of token `b`: a hash of (seed, b, k), squared toward small ids so the unigram distribution is skewed.
   auto successor = [&](uint64_t b, uint64_t k) {
-    double u = unit(mix(seed ^ mix(b * kSuccessors + k)));
+    double u = unit(mix64(seed ^ mix64(b * kSuccessors + k)));
     return static_cast<int32_t>(static_cast<uint64_t>(u * u * static_cast<double>(vocab)));
   };
   // Which successor slot is the favourite depends on the token before `b` (the order-2 part).
-  auto rotation = [&](uint64_t a) { return mix(~seed ^ mix(a)) % kSuccessors; };
+  auto rotation = [&](uint64_t a) { return mix64(~seed ^ mix64(a)) % kSuccessors; };
 
-  std::mt19937_64 rng(mix(seed));
+  std::mt19937_64 rng(mix64(seed));
   std::vector<std::vector<int32_t>> phrases(kPhrases);
   for (auto& phrase : phrases) {
     phrase.resize(6 + uniform_below(rng, 7));
