@@ -197,25 +197,6 @@ TEST(ResumeInProcess, KeepLastPrunesOnlyAfterTheNewCheckpoint) {
 
 // --- bad state files --------------------------------------------------------------------------------------------------
 
-// Rewrites the state tensors file keeping its metadata; `edit` may change or drop (false) a tensor, `extra` are added.
-void rewrite_state(const std::string& path, const std::function<bool(TensorToWrite&)>& edit,
-                   const std::vector<TensorToWrite>& extra = {}) {
-  std::vector<std::vector<unsigned char>> copies;
-  std::vector<TensorToWrite> tensors;
-  std::map<std::string, std::string> metadata;
-  {
-    const SafetensorsFile file = SafetensorsFile::open(path);
-    metadata = file.metadata();
-    copies.reserve(file.tensors().size());
-    for (const TensorEntry& entry : file.tensors()) {
-      copies.emplace_back(entry.data, entry.data + entry.nbytes);
-      TensorToWrite tensor{entry.name, entry.dtype, entry.shape, copies.back().data(), copies.back().size()};
-      if (edit(tensor)) tensors.push_back(tensor);
-    }
-  }
-  tensors.insert(tensors.end(), extra.begin(), extra.end());
-  write_safetensors(path, tensors, metadata);
-}
 
 class ResumeBadState : public ::testing::Test {
  protected:
@@ -239,7 +220,7 @@ TEST_F(ResumeBadState, TruncatedStateTensors) {
 TEST_F(ResumeBadState, TensorWithTheWrongShape) {
   const std::string name = "exp_avg_sq.model.layers.1.self_attn.k_proj.weight";  // (48, 96) stored as (96, 48)
   bool found = false;
-  rewrite_state(file(kTrainStateTensors), [&](TensorToWrite& tensor) {
+  test_util::rewrite_safetensors(file(kTrainStateTensors), [&](TensorToWrite& tensor) {
     if (tensor.name == name) tensor.shape = {tensor.shape[1], tensor.shape[0]};
     found |= tensor.name == name;
     return true;
@@ -250,13 +231,13 @@ TEST_F(ResumeBadState, TensorWithTheWrongShape) {
 
 TEST_F(ResumeBadState, MissingTensor) {
   const std::string name = "exp_avg.model.norm.weight";
-  rewrite_state(file(kTrainStateTensors), [&](TensorToWrite& tensor) { return tensor.name != name; });
+  test_util::rewrite_safetensors(file(kTrainStateTensors), [&](TensorToWrite& tensor) { return tensor.name != name; });
   EXPECT_MESSAGE_HAS(error_of([&] { load_checkpoint(folder_); }), file(kTrainStateTensors), name, "missing");
 }
 
 TEST_F(ResumeBadState, UnexpectedTensor) {
   const float values[4] = {1, 2, 3, 4};
-  rewrite_state(file(kTrainStateTensors), [](TensorToWrite&) { return true; },
+  test_util::rewrite_safetensors(file(kTrainStateTensors), [](TensorToWrite&) { return true; },
                 {{"exp_avg.model.extra.weight", DType::F32, {4}, values, sizeof values}});
   EXPECT_MESSAGE_HAS(error_of([&] { load_checkpoint(folder_); }), file(kTrainStateTensors), "exp_avg.model.extra.weight",
                      "unexpected");

@@ -15,6 +15,7 @@
 #include <functional>
 #include <initializer_list>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <cstdlib>
 #include <string>
@@ -88,14 +89,16 @@ inline std::string copy_golden(const std::string& family, const std::string& des
   return destination;
 }
 
-// Rewrites the safetensors file at `path` (in place): `edit` sees every tensor and may change its name, dtype, shape or
-// drop it (return false); `extra` tensors are appended. The data bytes are kept as they are.
+// Rewrites the safetensors file at `path` (in place), keeping its metadata: `edit` sees every tensor and may change its
+// name, dtype, shape or drop it (return false); `extra` tensors are appended. The data bytes are kept as they are.
 inline void rewrite_safetensors(const std::string& path, const std::function<bool(TensorToWrite&)>& edit,
                                 const std::vector<TensorToWrite>& extra = {}) {
   std::vector<std::vector<unsigned char>> copies;
   std::vector<TensorToWrite> tensors;
+  std::map<std::string, std::string> metadata;
   {
     const SafetensorsFile file = SafetensorsFile::open(path);
+    metadata = file.metadata();
     copies.reserve(file.tensors().size());
     for (const TensorEntry& entry : file.tensors()) {
       copies.emplace_back(entry.data, entry.data + entry.nbytes);
@@ -104,7 +107,7 @@ inline void rewrite_safetensors(const std::string& path, const std::function<boo
     }
   }
   tensors.insert(tensors.end(), extra.begin(), extra.end());
-  write_safetensors(path, tensors, {{"format", "pt"}});
+  write_safetensors(path, tensors, metadata);
 }
 
 // Tensor names of a safetensors file, sorted.
