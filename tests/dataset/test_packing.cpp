@@ -143,21 +143,29 @@ TEST_P(PackingFamily, UnpackedPathIsUnchanged) {
 INSTANTIATE_TEST_SUITE_P(PackingGolden, PackingFamily, ::testing::ValuesIn(test_util::golden_families()),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
-// Through the real data path: a chat dataset packed and padded gives the same summed loss over an epoch.
-TEST(PackingSampler, PackedEpochHasThePaddedEpochsLoss) {
-  test_util::TempFolder temp;
-  const std::string model_folder = dataset_test::make_model("qwen2", temp.file("model"));
-  dataset_test::write_lines(temp.file("chats.jsonl"), dataset_test::chat_lines(24));
+// A dataset of `chats` generated chats in `temp`, tokenized for `model_folder`, selected for rows of `seq_len`.
+std::unique_ptr<TextDataset> open_chats(const test_util::TempFolder& temp, const std::string& model_folder, int chats,
+                                        int seq_len) {
+  dataset_test::write_lines(temp.file("chats.jsonl"), dataset_test::chat_lines(chats));
   TextDataOptions options;
   options.data = temp.file("chats.jsonl");
   options.tokenizer = model_folder;
   options.cache = temp.file("chats.mtds");
-  const std::unique_ptr<TextDataset> data = TextDataset::open(options);
+  std::unique_ptr<TextDataset> data = TextDataset::open(options);
   SampleSetOptions sets;
-  sets.seq_len = 256;
+  sets.seq_len = seq_len;
   data->select(sets);
+  return data;
+}
+
+// Through the real data path: a chat dataset packed and padded gives the same summed loss over an epoch.
+TEST(PackingSampler, PackedEpochHasThePaddedEpochsLoss) {
+  test_util::TempFolder temp;
+  const std::string model_folder = dataset_test::make_model("qwen2", temp.file("model"));
+  const int seq_len = 256;
+  const std::unique_ptr<TextDataset> data = open_chats(temp, model_folder, 24, seq_len);
   Model model = Model::from_pretrained(model_folder);
-  CpuEngine engine(model.config(), 1, sets.seq_len);
+  CpuEngine engine(model.config(), 1, seq_len);
 
   auto epoch_loss = [&](bool packing, size_t* rows) {
     SequenceSampler sampler(data->train(), 1, 3, true, packing, data->pad_id());
@@ -190,15 +198,7 @@ TEST(PackingSampler, PackedEpochHasThePaddedEpochsLoss) {
 TEST(PackingSampler, RowsFollowTheRules) {
   test_util::TempFolder temp;
   const std::string model_folder = dataset_test::make_model("qwen2", temp.file("model"));
-  dataset_test::write_lines(temp.file("chats.jsonl"), dataset_test::chat_lines(40));
-  TextDataOptions options;
-  options.data = temp.file("chats.jsonl");
-  options.tokenizer = model_folder;
-  options.cache = temp.file("chats.mtds");
-  const std::unique_ptr<TextDataset> data = TextDataset::open(options);
-  SampleSetOptions sets;
-  sets.seq_len = 128;
-  data->select(sets);
+  const std::unique_ptr<TextDataset> data = open_chats(temp, model_folder, 40, 128);
   SequenceSampler sampler(data->train(), 4, 1, true, true, data->pad_id());
   EXPECT_GT(sampler.fill(), 0.75);  // samples of 40-90 tokens in rows of 128
   std::vector<int> seen(data->train().size(), 0);
