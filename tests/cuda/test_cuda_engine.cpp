@@ -1,7 +1,9 @@
 // Why: the whole bf16 GPU engine against the fp32 CPU reference on the same (bf16-rounded) weights and batch: loss,
 // load-balancing loss, the gradient of every parameter, and a few AdamW steps — for Qwen3-MoE-, Mixtral- and
 // OLMoE-shaped tiny models; and the Mixtral golden fixture (Transformers' own numbers) on the GPU.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <random>
 
@@ -15,7 +17,7 @@ namespace moetune::testing {
 namespace {
 
 constexpr double kLossTolerance = 1e-2;   // bf16 activations through a few layers, fp32 loss
-constexpr double kGradTolerance = 6e-2;   // relative norm error per tensor, bf16 gradients of bf16 activations
+constexpr double kGradTolerance = 3e-2;   // relative norm error per tensor, bf16 gradients of bf16 activations
 
 nlohmann::json tiny_json(const std::string& family) {
   nlohmann::json j = {{"vocab_size", 256}, {"hidden_size", 64}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
@@ -44,11 +46,22 @@ Batch random_batch(int batch, int seq, int vocab, uint64_t seed) {
   return b;
 }
 
+// At random initialisation the router's top-k margins are tiny, so bf16 rounding flips some tokens' expert choice; with
+// renormalised top-k weights (Qwen3, Mixtral) one flip swaps half of a token's MoE output and moves every gradient
+// upstream by far more than bf16 noise (measured on the H200: 6-11% per tensor). The per-tensor gradient comparison
+// therefore routes every token to every expert (top_k = E: no selection to flip, the same kernels and index maps);
+// the training-loss test below keeps the families' real top-k.
+ModelConfig every_expert_config(const std::string& family) {
+  nlohmann::json j = tiny_json(family);
+  j["num_experts_per_tok"] = j.contains("num_experts") ? j["num_experts"] : j["num_local_experts"];
+  return parse_config(j, "test config " + family + " (top_k = E)");
+}
+
 class CudaEngine : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaEngine, LossAndGradientsMatchCpuReference) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
+  const ModelConfig config = every_expert_config(GetParam());
   Model model = Model::from_config(config, 3);
   for (size_t i = 0; i < model.buffer_size(); ++i) model.params()[i] = bf16_to_f32(f32_to_bf16(model.params()[i]));
   const Batch batch = random_batch(2, 64, config.vocab_size, 9);
@@ -65,11 +78,15 @@ TEST_P(CudaEngine, LossAndGradientsMatchCpuReference) {
   EXPECT_NEAR(gpu.ce_sum / gpu.counted, cpu.ce_sum / cpu.counted, kLossTolerance * cpu.ce_sum / cpu.counted);
   EXPECT_NEAR(gpu.aux, cpu.aux, kLossTolerance * cpu.aux);
   const std::vector<float> gpu_grads = gpu_trainer.download_grads();
+  double worst = 0.0;
   for (const HfTensor& tensor : hf_tensors(config, model.layout(), ExpertLayout::Fused)) {
     const std::vector<float> expected(cpu_trainer.grads() + tensor.offset, cpu_trainer.grads() + tensor.offset + tensor.numel);
     const std::vector<float> actual(gpu_grads.begin() + tensor.offset, gpu_grads.begin() + tensor.offset + tensor.numel);
-    EXPECT_LE(relative_norm_error(actual, expected), kGradTolerance) << "gradient of " << tensor.name;
+    const double error = relative_norm_error(actual, expected);
+    worst = std::max(worst, error);
+    EXPECT_LE(error, kGradTolerance) << "gradient of " << tensor.name;
   }
+  std::printf("[cuda engine %s] worst gradient relative norm error %.3g\n", GetParam().c_str(), worst);
 }
 
 TEST_P(CudaEngine, TrainingLossesTrackCpuReference) {
