@@ -41,6 +41,11 @@ struct ModelConfig {
 
   int num_experts = 0;
   int top_k = 0;
+  // Expert parallelism: this process holds the routed experts [expert_shard_begin, expert_shard_begin +
+  // held_experts()) of every MoE layer (parallel/expert_shard.h); the parameter layout's expert tensors then have
+  // held_experts() rows. The router still scores all num_experts. experts_held 0 = every expert (no sharding).
+  int expert_shard_begin = 0;
+  int experts_held = 0;
   int moe_intermediate_size = 0;
   int dense_intermediate_size = 0;       // dense MLP layers
   int shared_expert_intermediate_size = 0;  // Qwen2-MoE shared expert; 0 = none
@@ -56,6 +61,8 @@ struct ModelConfig {
   int q_width() const { return num_heads * head_dim; }
   int kv_width() const { return num_kv_heads * head_dim; }
   bool has_shared_expert() const { return shared_expert_intermediate_size > 0; }
+  int held_experts() const { return experts_held > 0 ? experts_held : num_experts; }
+  bool experts_sharded() const { return held_experts() != num_experts; }
   int num_sparse_layers() const;
 };
 

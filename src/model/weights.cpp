@@ -39,10 +39,10 @@ void walk(const ModelConfig& c, ModelParams<T>& w, const Slot<T>& slot) {
     }
     slot(p + "post_attention_layernorm.weight", {H}, L.post_norm);
     if (c.layer_is_sparse[l]) {
-      const int64_t E = c.num_experts, I = c.moe_intermediate_size;
+      const int64_t E = c.num_experts, held = c.held_experts(), I = c.moe_intermediate_size;
       slot(p + "mlp.gate.weight", {E, H}, L.router);
-      slot(p + "mlp.experts.gate_up_proj", {E, 2 * I, H}, L.experts_gate_up);
-      slot(p + "mlp.experts.down_proj", {E, H, I}, L.experts_down);
+      slot(p + "mlp.experts.gate_up_proj", {held, 2 * I, H}, L.experts_gate_up);
+      slot(p + "mlp.experts.down_proj", {held, H, I}, L.experts_down);
       if (c.has_shared_expert()) {
         const int64_t Is = c.shared_expert_intermediate_size;
         slot(p + "mlp.shared_expert.gate_up_proj", {2 * Is, H}, L.shared_gate_up);

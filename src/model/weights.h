@@ -30,8 +30,8 @@ struct LayerParams {
 
   // Sparse layers
   T* router = nullptr;           // (E, H)
-  T* experts_gate_up = nullptr;  // (E, 2*I, H)
-  T* experts_down = nullptr;     // (E, H, I)
+  T* experts_gate_up = nullptr;  // (Eh, 2*I, H), Eh = held_experts() (E unless experts are sharded)
+  T* experts_down = nullptr;     // (Eh, H, I)
   T* shared_gate_up = nullptr;   // (2*Is, H) or null
   T* shared_down = nullptr;      // (H, Is) or null
   T* shared_gate = nullptr;      // (1, H) or null

@@ -26,6 +26,25 @@ def geometry(name, layers):
     raise SystemExit(f"unknown geometry {name}")
 
 
+def timed_steps(model, optimizer, ids, warmup, steps, before_step=None):
+    """Runs warmup + steps training steps on one batch (labels = input ids); returns (mean step seconds of the timed
+    steps, last loss). before_step, if given, runs before each step's clock starts (e.g. a barrier across ranks)."""
+    times = []
+    for step in range(warmup + steps):
+        torch.cuda.synchronize()
+        if before_step:
+            before_step()
+        start = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    return sum(times) / len(times), loss
+
+
 def run(args, experts):
     config = geometry(args.geometry, args.layers)
     torch.manual_seed(0)
@@ -36,18 +55,7 @@ def run(args, experts):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     ids = torch.randint(0, config.vocab_size, (args.batch_size, args.seq_len), device="cuda")
     torch.cuda.reset_peak_memory_stats()
-    times = []
-    for step in range(args.warmup + args.steps):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    step_s = sum(times) / len(times)
+    step_s, loss = timed_steps(model, optimizer, ids, args.warmup, args.steps)
     result = {"system": f"transformers {transformers.__version__} ({experts})", "geometry": args.geometry,
               "layers": config.num_hidden_layers, "seq_len": args.seq_len, "batch_size": args.batch_size,
               "tokens_per_s": args.batch_size * args.seq_len / step_s, "step_s": step_s,
