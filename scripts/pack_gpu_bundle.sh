@@ -2,11 +2,12 @@
 # Packs what the GPU machine needs to run moetune built here: the binaries and the shared libraries of this machine's
 # Debian packages that the GPU machine's image may lack (OpenBLAS, ICU, PCRE2 and their runtime deps). CUDA, cuBLAS,
 # cuDNN and NCCL are the GPU machine's own. Output: .gpu_bundle/bundle.tar.xz (ignored by git; pass it in `carry`).
+# BUILD_DIR (default build) names the build folder the binaries come from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib" .gpu_bundle
-cp build/moetune build/moetune_tests "$stage/bin/"
+cp "${BUILD_DIR:-build}/moetune" "${BUILD_DIR:-build}/moetune_tests" "$stage/bin/"
 for binary in "$stage"/bin/*; do
   ldd "$binary" | awk '/=> \// {print $3}' | grep -E 'openblas|gfortran|quadmath|libicu|pcre2' | while read -r lib; do
     cp -L "$lib" "$stage/lib/"

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "api/model.h"
+#include "dataset/dataset_test_util.h"
 #include "model/cpu_engine.h"
 #include "test_util.h"
 
@@ -22,16 +23,12 @@ using test_util::CommandResult;
 using test_util::lines_of;
 using test_util::TempFolder;
 
-std::string quote(const std::string& text) { return "'" + text + "'"; }
+using test_util::describe;
+using test_util::quote;
 
 // Runs `moetune <arguments>` with the temporary folder as working directory.
 CommandResult moetune(const TempFolder& temp, const std::string& arguments) {
-  return test_util::run_command("cd " + quote(temp.path()) + " && " + quote(MOETUNE_CLI_PATH) + " " + arguments,
-                                temp.path());
-}
-
-std::string describe(const CommandResult& result) {
-  return "exit " + std::to_string(result.status) + "\n--- stdout:\n" + result.out + "\n--- stderr:\n" + result.err;
+  return test_util::run_moetune(temp.path(), arguments);
 }
 
 // Exit status 1 and the error as the last line of stderr (only progress lines, without "error", may precede it), naming
@@ -90,7 +87,9 @@ TEST(Cli, TrainHelpNamesEveryOption) {
 }
 
 TEST(Cli, EvalHelpNamesEveryOption) {
-  expect_help_names("eval", {"model", "data", "batch-size", "seq-len", "truncate-long", "dump-logits", "help"});
+  expect_help_names("eval", {"model", "data", "format", "tokenizer", "chat-template-args", "packing", "bad-samples",
+                             "long-samples", "cache", "threads", "batch-size", "seq-len", "device", "truncate-long",
+                             "dump-logits", "help"});
 }
 
 TEST(Cli, BadFlagsAreUsageErrors) {
@@ -213,6 +212,50 @@ TEST(Cli, TrainFromAGoldenCheckpoint) {
   EXPECT_EQ(test_util::read_json(temp.file("run/final/config.json")).at("dtype"), "bfloat16");
   // The source folder's generation_config.json travels with the checkpoint.
   EXPECT_TRUE(fs::exists(temp.file("run/final/generation_config.json")));
+}
+
+// `moetune eval` reads text data as train does (the model folder's tokenizer, through the cache) and counts every sample
+// exactly once: padded or packed, in batches of 4 (the last one short) or of 1, the same tokens are scored, and the
+// losses agree up to the order of the sums.
+TEST(Cli, EvalOnTextJsonl) {
+  TempFolder temp;
+  dataset_test::make_model("qwen3", temp.file("model"));
+  std::vector<std::string> lines;
+  for (int i = 0; i < 10; ++i)
+    lines.push_back(nlohmann::json({{"text", "sample " + std::to_string(i) + std::string(i % 4 + 1, 'a') + " is it on the "
+                                                 "way, we do be " + std::to_string(i * 7)}})
+                        .dump());
+  dataset_test::write_lines(temp.file("text.jsonl"), lines);
+  const auto eval = [&](const std::string& flags) {
+    const CommandResult result = test_util::run_command(
+        "cd " + quote(temp.path()) + " && MOETUNE_CACHE_DIR=" + quote(temp.file("cache")) + " " +
+            quote(test_util::cli_path()) + " eval --model model --data text.jsonl --seq-len 64 " + flags,
+        temp.path());
+    EXPECT_EQ(result.status, 0) << flags << "\n" << describe(result);
+    const size_t tokens_at = result.out.find("tokens "), loss_at = result.out.find("loss ");
+    EXPECT_NE(result.out.find("samples 10 "), std::string::npos) << result.out;
+    if (tokens_at == std::string::npos || loss_at == std::string::npos) {
+      ADD_FAILURE() << result.out;
+      return std::pair<long, double>{-1, 0.0};
+    }
+    return std::pair<long, double>{std::stol(result.out.substr(tokens_at + 7)), std::stod(result.out.substr(loss_at + 5))};
+  };
+  const auto padded = eval("--batch-size 4");
+  const auto one_by_one = eval("--batch-size 1");
+  const auto packed = eval("--batch-size 4 --packing on");
+  EXPECT_GT(padded.first, 100);
+  EXPECT_TRUE(std::isfinite(padded.second) && padded.second > 0);
+  EXPECT_EQ(one_by_one.first, padded.first);
+  EXPECT_EQ(packed.first, padded.first);
+  EXPECT_NEAR(one_by_one.second, padded.second, 1e-5 * padded.second);
+  EXPECT_NEAR(packed.second, padded.second, 1e-4 * padded.second);
+
+  // The GPU engine has no logits to dump: refused before anything is read.
+  for (const char* flags : {"--device cuda --dump-logits L.safetensors", "--device gpu"}) {
+    const CommandResult result = moetune(temp, std::string("eval --model model --data text.jsonl ") + flags);
+    EXPECT_EQ(result.status, 2) << flags << "\n" << describe(result);
+    EXPECT_EQ(lines_of(result.err).size(), 1u) << describe(result);
+  }
 }
 
 // --- bad input -------------------------------------------------------------------------------------------------------

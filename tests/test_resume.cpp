@@ -286,15 +286,12 @@ TEST_F(ResumeBadState, StepFolderWithoutConfig) {
 
 // --- CLI ---------------------------------------------------------------------------------------------------------------
 
-std::string quote(const std::string& text) { return "'" + text + "'"; }
+using test_util::describe;
+using test_util::quote;
 
+// Runs `moetune <arguments>` with the temporary folder as working directory.
 CommandResult moetune(const TempFolder& temp, const std::string& arguments) {
-  return test_util::run_command("cd " + quote(temp.path()) + " && " + quote(MOETUNE_CLI_PATH) + " " + arguments,
-                                temp.path());
-}
-
-std::string describe(const CommandResult& result) {
-  return "exit " + std::to_string(result.status) + "\n--- stdout:\n" + result.out + "\n--- stderr:\n" + result.err;
+  return test_util::run_moetune(temp.path(), arguments);
 }
 
 // step -> record of a run's metrics.jsonl; a step logged twice is a failure.
@@ -358,6 +355,33 @@ TEST(ResumeCli, InterruptedAndResumedEqualsStraight) {
             fs::absolute(temp.file("run/checkpoints/step-3")).lexically_normal().string());
 }
 
+// A checkpoint is device-neutral: one written by `--device cuda` (here: a CPU checkpoint whose record says so, as a GPU
+// run's would) resumes with --device cpu, and the engine options are no conflict; the losses are the CPU run's.
+TEST(ResumeCli, CheckpointOfTheOtherDeviceResumes) {
+  TempFolder temp;
+  const std::string flags = std::string(kTiny) + " --save-every 3";
+  const CommandResult straight = moetune(temp, flags + " --steps 5 --output straight");
+  ASSERT_EQ(straight.status, 0) << describe(straight);
+  const CommandResult first = moetune(temp, flags + " --steps 3 --schedule-steps 5 --output run");
+  ASSERT_EQ(first.status, 0) << describe(first);
+  const std::string state_json = temp.file("run/checkpoints/step-3/") + kTrainStateJson;
+  nlohmann::json state = test_util::read_json(state_json);
+  nlohmann::json& options = state.at("run").at("options");
+  ASSERT_EQ(options.at("device"), "cpu");
+  options["device"] = "cuda";
+  options["recipe"] = "mixed";
+  options["fused-optimizer"] = "on";
+  options["grouped-gemm"] = "cublas";
+  test_util::write_json(state_json, state);
+  const CommandResult resumed =
+      moetune(temp, "train --resume run/checkpoints --steps 5 --device cpu --recipe bf16 --fused-optimizer off");
+  ASSERT_EQ(resumed.status, 0) << describe(resumed);
+  EXPECT_EQ(losses_of(temp.file("run/metrics.jsonl"), 1, 5), losses_of(temp.file("straight/metrics.jsonl"), 1, 5));
+  // The resumed run's own checkpoint records the device it ran on.
+  EXPECT_EQ(test_util::read_json(temp.file("run/checkpoints/step-5/") + kTrainStateJson).at("run").at("options").at("device"),
+            "cpu");
+}
+
 TEST(ResumeCli, ConflictingOptionsAreErrors) {
   TempFolder temp;
   ASSERT_EQ(moetune(temp, std::string(kTiny) + " --steps 2 --save-every 2 --output run").status, 0);
@@ -394,7 +418,7 @@ struct Background {
 Background start(const TempFolder& temp, const std::vector<std::string>& arguments, const std::string& pause_ms = "") {
   Background child;
   child.log = temp.file("background.log");
-  std::vector<std::string> words = {MOETUNE_CLI_PATH};
+  std::vector<std::string> words = {test_util::cli_path()};
   words.insert(words.end(), arguments.begin(), arguments.end());
   child.pid = ::fork();
   if (child.pid == 0) {

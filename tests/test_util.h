@@ -33,6 +33,11 @@ inline std::string source_dir() {
   const char* root = std::getenv("MOETUNE_SOURCE_DIR");
   return root ? root : MOETUNE_SOURCE_DIR;
 }
+// The moetune CLI under test; MOETUNE_CLI overrides (binaries copied to another folder on the GPU machine).
+inline std::string cli_path() {
+  const char* path = std::getenv("MOETUNE_CLI");
+  return path ? path : MOETUNE_CLI_PATH;
+}
 inline std::string golden_folder(const std::string& family) { return source_dir() + "/tests/golden/" + family; }
 inline const std::vector<std::string>& golden_families() {
   static const std::vector<std::string> families = {"qwen3_moe", "mixtral", "olmoe", "qwen2_moe"};
@@ -175,6 +180,23 @@ inline CommandResult run_command(const std::string& command, const std::string& 
   fs::remove(out_path);
   fs::remove(err_path);
   return result;
+}
+
+// `text` as one /bin/sh word (single-quoted, embedded single quotes escaped).
+inline std::string quote(const std::string& text) {
+  std::string quoted = "'";
+  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// Runs `moetune <arguments>` (cli_path()) with `folder` as the working directory.
+inline CommandResult run_moetune(const std::string& folder, const std::string& arguments) {
+  return run_command("cd " + quote(folder) + " && " + quote(cli_path()) + " " + arguments, folder);
+}
+
+// A command's status and output, for assertion messages.
+inline std::string describe(const CommandResult& result) {
+  return "exit " + std::to_string(result.status) + "\n--- stdout:\n" + result.out + "\n--- stderr:\n" + result.err;
 }
 
 // Non-empty lines of a text.

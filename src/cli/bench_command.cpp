@@ -18,6 +18,9 @@
 #include "gpu/gpu_trainer.h"
 #include "ops/cuda/device_buffer.h"
 #include "ops/cuda/gemm.h"
+#include "parallel/expert_shard.h"
+#include "parallel/nccl_comm.h"
+#include "parallel/topology.h"
 #endif
 
 namespace moetune::cli {
@@ -42,7 +45,14 @@ Args bench_args() {
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
                   {"grouped-gemm", "moetune|cublas", "moetune", "expert GEMMs: moetune's kernel (device-side sizes) or "
                                                               "cuBLAS's grouped GEMM"},
-                  {"json", "FILE", "", "also write the results as JSON to FILE"},
+                  {"recompute", "on|off", "off", "per-layer activation recompute: keep only each layer's input and "
+                                                 "re-run its forward before its backward (less memory, more time)"},
+                  {"ep", "N", "1", "expert parallelism: experts split over N GPUs (one process per GPU: moetune launch, "
+                                   "torchrun, srun or mpirun)"},
+                  {"dp", "N", "0", "data parallelism over N groups (0: the processes / --ep)"},
+                  {"expert-capacity", "X", "0", "with --ep: rows a GPU's experts can take, in multiples of the rows "
+                                                "it routes (0: the worst case, --ep)"},
+                  {"json", "FILE", "", "also write the results as JSON to FILE (rank 0)"},
               });
 }
 
@@ -78,6 +88,19 @@ int bench_command(int argc, char** argv) {
     throw UsageError{"moetune bench: --seq-len >= 2, --batch-size >= 1, --warmup >= 0, --steps >= 1"};
   const cuda::Recipe recipe = cuda::parse_recipe(args.text("recipe"));
 
+  // Many GPUs: one process per GPU; the communicators pick this process's device before anything is allocated.
+  const parallel::ProcessGroupInfo group = parallel::detect_process_group();
+  const parallel::ParallelLayout layout = parallel::make_parallel_layout(
+      static_cast<int>(args.integer("ep")), static_cast<int>(args.integer("dp")), group, config.num_experts);
+  parallel::EpDpComms comms;
+  if (group.world_size > 1) comms = parallel::ep_dp_comms(parallel::NcclComm::world(group), layout);
+  const ModelConfig full_config = config;
+  if (layout.ep > 1) {
+    const parallel::ExpertRange range = layout.owned_experts(group.rank);
+    config = parallel::expert_shard_config(config, range.begin, range.count());
+  }
+  const bool rank0 = group.rank == 0;
+
   size_t free_start = 0, total_memory = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_start, &total_memory));
 
@@ -107,8 +130,10 @@ int bench_command(int argc, char** argv) {
   const std::string aux = args.text("aux-loss");
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
-  std::fprintf(stderr, "bench: %s, %d layers, seq %d x batch %d, recipe %s; building...\n", config.architecture.c_str(),
-               config.num_layers, seq_len, batch_size, cuda::recipe_name(recipe));
+  if (rank0)
+    std::fprintf(stderr, "bench: %s, %d layers, seq %d x batch %d per GPU, recipe %s, EP %d x DP %d; building...\n",
+                 config.architecture.c_str(), config.num_layers, seq_len, batch_size, cuda::recipe_name(recipe),
+                 layout.ep, layout.dp);
   cuda::GpuOptions gpu;
   gpu.recipe = recipe;
   gpu.seed = 1;
@@ -116,9 +141,20 @@ int bench_command(int argc, char** argv) {
   gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
   if (!gpu.fused_optimizer && args.text("fused-optimizer") != "off")
     throw UsageError{"moetune bench: --fused-optimizer must be on or off"};
+  const bool recompute = args.text("recompute") == "on";
+  if (!recompute && args.text("recompute") != "off") throw UsageError{"moetune bench: --recompute must be on or off"};
+  gpu.recompute = recompute;
+  if (group.world_size > 1) {
+    gpu.world = &comms.world;
+    gpu.expert_group = layout.ep > 1 ? &comms.ep : nullptr;
+    gpu.expert_replicas = &comms.dp;
+    gpu.expert_capacity = args.number("expert-capacity");
+  }
   cuda::GpuTrainer trainer(config, nullptr, options, gpu, batch_size, seq_len);
+  if (trainer.engine().recompute() != recompute)
+    fail("moetune bench: --recompute ", recompute ? "on" : "off", " did not reach the engine (GpuOptions::recompute)");
 
-  std::mt19937_64 generator(7);
+  std::mt19937_64 generator(7 + group.rank);  // every rank its own tokens
   Batch batch;
   batch.batch_size = batch_size;
   batch.seq_len = seq_len;
@@ -138,17 +174,23 @@ int bench_command(int argc, char** argv) {
   size_t free_end = 0;
   CUDA_CHECK(cudaMemGetInfo(&free_end, &total_memory));
 
-  const double tokens = static_cast<double>(steps) * batch_size * seq_len;
+  if (!rank0) return 0;
+  const double tokens = static_cast<double>(steps) * batch_size * seq_len;  // per GPU
   const double tokens_per_s = tokens / seconds;
-  const double flops_per_token = training_flops_per_token(config, seq_len);
+  const double flops_per_token = training_flops_per_token(full_config, seq_len);
   const double tflops = tokens_per_s * flops_per_token / 1e12;
   const double used_gib = static_cast<double>(free_start - free_end) / (1 << 30);
-  std::printf("model        %s, %d layers, %.2f B parameters, %.2f GFLOP/token (train)\n", config.architecture.c_str(),
-              config.num_layers, trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
+  std::printf("model        %s, %d layers, %.2f B parameters (%.2f B on this GPU), %.2f GFLOP/token (train)\n",
+              config.architecture.c_str(), config.num_layers, ParamLayout(full_config).parameter_count() / 1e9,
+              trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
+  if (group.world_size > 1)
+    std::printf("parallel     %d GPUs: EP %d x DP %d; tokens/s, TFLOP/s and memory below are per GPU\n",
+                group.world_size, layout.ep, layout.dp);
   const bool own_gemm = trainer.engine().grouped_gemm_backend() == cuda::GroupedGemmBackend::Moetune;
-  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, loss %.4f\n",
+  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, recompute %s, "
+              "loss %.4f\n",
               seq_len, batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off",
-              gpu.fused_optimizer ? "on" : "off", own_gemm ? "moetune" : "cublas", last_loss);
+              gpu.fused_optimizer ? "on" : "off", own_gemm ? "moetune" : "cublas", recompute ? "on" : "off", last_loss);
   std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
               tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
   std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
@@ -168,7 +210,8 @@ int bench_command(int argc, char** argv) {
   std::printf("  | total %.1f\n", phase_total / steps);
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
-                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", own_gemm ? "moetune" : "cublas"},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", own_gemm ? "moetune" : "cublas"}, {"recompute", recompute},
+                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

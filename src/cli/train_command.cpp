@@ -5,9 +5,13 @@
 // CPU engine (the GPU one has no per-document attention), which is refused here, up front. Outputs in --output:
 // metrics.jsonl (one record per step), loss.svg, final/ (a Hugging Face checkpoint, written atomically), run.json, and
 // with --save-every checkpoints/step-<N>/ (weights + optimizer state + data position, train/train_state.h).
-// --resume continues such a checkpoint bit-identically (CPU): the run's options come from the checkpoint, a conflicting
-// one given again is an error, metrics.jsonl is cut back to the checkpoint's step and appended to. SIGINT/SIGTERM
-// finish the current step, write a checkpoint and exit with 128 + the signal; a second one aborts at once.
+// --resume continues such a checkpoint bit-identically (on either device; a checkpoint of one device resumes on the
+// other within its precision): the run's options come from the checkpoint, a conflicting one given again is an error,
+// metrics.jsonl is cut back to the checkpoint's step and appended to. SIGINT/SIGTERM finish the current step, write a
+// checkpoint and exit with 128 + the signal; a second one aborts at once.
+// With --device cuda and --model, the checkpoint streams straight to the GPU (no fp32 host copy of the model); a host
+// fp32 copy is made only to write checkpoints and the final model (train/train_state.h and io/hf_checkpoint.h take
+// whole fp32 parameter buffers).
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,8 +31,8 @@
 #include "api/model.h"
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "cli/data_setup.h"
 #include "core/error.h"
-#include "dataset/text_dataset.h"
 #include "train/data.h"
 #include "train/metrics.h"
 #include "train/train_state.h"
@@ -45,26 +49,13 @@ namespace fs = std::filesystem;
 namespace {
 
 std::vector<Option> train_options() {
-  return {
+  std::vector<Option> options = {
     {"model", "DIR", "", "Hugging Face model folder (config.json + safetensors); omitted: the built-in tiny MoE"},
     {"data", "PATH", "", "training data: JSONL of {\"text\"}, {\"prompt\", \"completion\"} or {\"messages\"} records, a "
                         "folder of *.jsonl (read in name order), a cache from `moetune tokenize`, or token ids (flat "
                         "uint32 file, JSONL {\"input_ids\", \"labels\"}); omitted: a generated demo corpus"},
-    {"format", "auto|text|prompt|chat|tokens", "auto", "shape of --data and --eval-data (auto: from the first record)"},
-    {"tokenizer", "DIR", "", "folder with tokenizer.json (and tokenizer_config.json / chat_template.jinja for chat "
-                             "data); default: --model"},
-    {"chat-template-args", "JSON", "{}", "extra chat template variables, e.g. '{\"enable_thinking\": false}'"},
-    {"packing", "on|off", "off", "several samples per sequence (positions restart and attention stays inside each "
-                                 "sample; CPU only) instead of one padded sample per sequence"},
     {"val-fraction", "X", "0", "share of the samples held out for the validation loss (a hash of the sample index "
                                "and --seed picks them)"},
-    {"bad-samples", "skip|fail", "fail", "a malformed record (bad JSON, missing or mistyped field, empty text, "
-                                         "refused by the chat template): fail naming file:line, or skip and count it"},
-    {"long-samples", "fail|truncate|drop", "fail", "a sample longer than --seq-len: fail naming file:line, cut it, or "
-                                                   "leave it out"},
-    {"cache", "PATH", "auto", "tokenized-data cache file, reused while data, tokenizer, template and options are "
-                              "unchanged (auto: $MOETUNE_CACHE_DIR or ~/.cache/moetune/datasets/<hash>.mtds)"},
-    {"threads", "N", "0", "threads tokenizing the data (0: all cores)"},
     {"eval-data", "PATH", "", "held-out data for a validation loss, same format as --data (demo: its generated "
                               "held-out part)"},
     {"eval-batches", "N", "8", "batches per validation loss (at most the validation data)"},
@@ -87,9 +78,8 @@ std::vector<Option> train_options() {
     {"aux-loss", "on|off|config", "config", "router load-balancing loss (config: on iff output_router_logits)"},
     {"seed", "N", "0", "seed for data order (and initialisation of the built-in model)"},
     {"eval-every", "N", "100", "steps between validation losses (with --eval-data, --val-fraction or the demo)"},
-    {"truncate-long", "", "", "truncate token-id JSONL samples longer than --seq-len instead of failing (text data: "
-                              "--long-samples truncate)"},
-    {"save-dtype", "f32|bf16|f16", "f32", "dtype of the saved checkpoint"},
+    {"save-dtype", "auto|f32|bf16|f16", "auto", "dtype of the saved final model (auto: f32 with --device cpu, bf16 "
+                                                "with --device cuda; checkpoints for --resume are always f32)"},
     {"save-layout", "per-expert|fused", "per-expert", "expert tensor layout of the saved checkpoint"},
     {"shuffle", "on|off", "on", "shuffle the training samples each epoch (off: file order)"},
     {"device", "cpu|cuda", "cpu", "cpu: the fp32 reference engine; cuda: the bf16 GPU engine"},
@@ -97,12 +87,17 @@ std::vector<Option> train_options() {
     {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
                                           "(needs --max-grad-norm 0 and --grad-accum 1)"},
     {"grouped-gemm", "moetune|cublas", "moetune", "GPU: implementation of the experts' grouped GEMMs"},
+    {"recompute", "on|off", "off", "GPU: per-layer activation recompute (keep only each layer's input; less memory, "
+                                   "one more forward per layer)"},
     {"save-every", "N", "0", "steps between checkpoints OUTPUT/checkpoints/step-N (weights, optimizer "
                              "state, data position; for --resume); 0: off. SIGINT/SIGTERM always write one"},
     {"keep-last", "K", "3", "checkpoints kept, older ones deleted once a new one is complete; 0: all"},
     {"resume", "DIR", "", "continue a run from a checkpoint: a step-N folder, or OUTPUT/checkpoints (its "
-                          "latest); the run's options are the checkpoint's, --steps etc. may change"},
+                          "latest); the run's options are the checkpoint's, --steps, --device etc. may change"},
   };
+  const std::vector<Option> data = data_options();
+  options.insert(options.begin() + 2, data.begin(), data.end());
+  return options;
 }
 
 Args train_args() {
@@ -113,11 +108,12 @@ Args train_args() {
               train_options());
 }
 
-DType parse_save_dtype(const std::string& text) {
+DType parse_save_dtype(const std::string& text, const std::string& device) {
+  if (text == "auto") return device == "cuda" ? DType::BF16 : DType::F32;
   if (text == "f32") return DType::F32;
   if (text == "bf16") return DType::BF16;
   if (text == "f16") return DType::F16;
-  throw UsageError{str("moetune train: --save-dtype must be f32, bf16 or f16, got \"", text, "\"")};
+  throw UsageError{str("moetune train: --save-dtype must be auto, f32, bf16 or f16, got \"", text, "\"")};
 }
 
 ExpertLayout parse_layout(const std::string& text) {
@@ -143,40 +139,50 @@ class Runner {
   virtual ~Runner() = default;
   virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
   virtual LossParts evaluate(const Batch& batch) = 0;
+  // The trained fp32 parameters (layout order) into `model`'s buffer.
   virtual void copy_parameters_to(Model& model) = 0;
-  // Optimizer state for checkpoints (only engines that can export it; see can_checkpoint).
-  virtual bool can_checkpoint() const = 0;
-  virtual const TrainState& state() const = 0;
+  // The optimizer state for a checkpoint, and its import when resuming.
+  virtual TrainState state() = 0;
   virtual void load_state(TrainState state) = 0;
 };
 
 class CpuRunner : public Runner {
  public:
   CpuRunner(Model& model, const TrainOptions& options, int batch_size, int seq_len)
-      : trainer_(model, options, batch_size, seq_len) {}
+      : model_(model), trainer_(model, options, batch_size, seq_len) {}
   StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
   LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
-  void copy_parameters_to(Model&) override {}  // trains the model's own buffer
-  bool can_checkpoint() const override { return true; }
-  const TrainState& state() const override { return trainer_.state(); }
+  void copy_parameters_to(Model& model) override {  // trains the model's own buffer
+    if (&model != &model_) std::copy(model_.params(), model_.params() + model_.buffer_size(), model.params());
+  }
+  TrainState state() override { return trainer_.state(); }
   void load_state(TrainState state) override { trainer_.load_state(std::move(state)); }
 
  private:
+  Model& model_;
   Trainer trainer_;
 };
 
 #ifdef MOETUNE_HAVE_CUDA
 class GpuRunner : public Runner {
  public:
-  GpuRunner(const Model& model, const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
-      : trainer_(model.config(), model.params(), options, gpu, batch_size, seq_len) {}
+  // host_params: fp32 parameters to start from (exact master weights), or nullptr to stream `model_folder` to the GPU.
+  GpuRunner(const ModelConfig& config, const float* host_params, const std::string& model_folder,
+            const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
+      : trainer_(config, host_params, options, gpu, batch_size, seq_len) {
+    if (!host_params) {
+      LoadOptions load;
+      load.progress = ::isatty(STDERR_FILENO) != 0;
+      const LoadReport report = trainer_.load_checkpoint(model_folder, load);
+      std::fprintf(stderr, "loaded %s to the GPU: %.2f GB in %.1f s (%.2f GB/s)\n", model_folder.c_str(),
+                   static_cast<double>(report.bytes_read) / 1e9, report.seconds, report.gb_per_s());
+    }
+  }
   StepStats step(const std::vector<Batch>& micro_batches) override {
     if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
-    refuse_packed(micro_batches.front());
     return trainer_.step(micro_batches.front());
   }
   LossParts evaluate(const Batch& batch) override {
-    refuse_packed(batch);
     const cuda::GpuLoss loss = trainer_.evaluate(batch);
     return {loss.ce_sum, loss.counted, loss.aux};
   }
@@ -184,42 +190,35 @@ class GpuRunner : public Runner {
     const std::vector<float> params = trainer_.download_params();
     std::copy(params.begin(), params.end(), model.params());
   }
-  bool can_checkpoint() const override { return false; }
-  // The GPU engine has no per-document attention mask or position reset: a packed batch would train on attention
-  // across documents, so it is refused (train_command refuses --packing on with --device cuda before it gets here).
-  static void refuse_packed(const Batch& batch) {
-    if (batch.packed())
-      fail("--device cuda cannot train on packed batches (no per-document attention yet); use --packing off");
-  }
-  const TrainState& state() const override { fail("--device cuda cannot export its optimizer state yet"); }
-  void load_state(TrainState) override { fail("--device cuda cannot import an optimizer state yet"); }
+  TrainState state() override { return trainer_.export_state(); }
+  void load_state(TrainState state) override { trainer_.import_state(state); }
 
  private:
   cuda::GpuTrainer trainer_;
 };
 #endif
 
-std::unique_ptr<Runner> make_runner(const Args& args, Model& model, const TrainOptions& options, int batch_size,
-                                    int seq_len) {
+// host: the model's fp32 parameters on the host, or nullptr (--device cuda with --model: the GPU trainer loads
+// --model itself).
+std::unique_ptr<Runner> make_runner(const Args& args, Model* host, const ModelConfig& config,
+                                    const TrainOptions& options, int batch_size, int seq_len) {
   const std::string device = args.text("device");
-  if (device == "cpu") return std::make_unique<CpuRunner>(model, options, batch_size, seq_len);
-  if (device != "cuda") throw UsageError{"moetune train: --device must be cpu or cuda"};
+  if (device == "cpu") return std::make_unique<CpuRunner>(*host, options, batch_size, seq_len);
 #ifdef MOETUNE_HAVE_CUDA
   cuda::GpuOptions gpu;
   gpu.recipe = cuda::parse_recipe(args.text("recipe"));
   gpu.fused_optimizer = args.text("fused-optimizer") == "on";
   gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
-  return std::make_unique<GpuRunner>(model, options, gpu, batch_size, seq_len);
+  gpu.seed = static_cast<uint64_t>(args.integer("seed"));
+  gpu.recompute = args.text("recompute") == "on";
+  // A packed batch holds at most one document per token (the attention plans are built for that bound).
+  if (args.text("packing") == "on") gpu.max_documents = batch_size * seq_len;
+  return std::make_unique<GpuRunner>(config, host ? host->params() : nullptr, args.text("model"), options, gpu,
+                                     batch_size, seq_len);
 #else
   fail("this moetune was built without CUDA; --device cuda is not available");
 #endif
 }
-
-// Held-out data for the validation loss: a fresh, unshuffled stream of its rows, and how many rows it has.
-struct EvalSource {
-  std::function<std::unique_ptr<BatchStream>()> stream;
-  size_t rows = 0;
-};
 
 double mean_eval_loss(Runner& runner, const EvalSource& data, int batch_size, int max_batches) {
   const std::unique_ptr<BatchStream> sampler = data.stream();
@@ -287,10 +286,13 @@ class StopSignals {
 
 // Options that may differ when resuming: they change where the run stops, what it writes and how it evaluates, not what
 // it trains. Every other option is the checkpoint's; given again with another value it is an error.
+// The engine (device, precision recipe, fused optimizer step, grouped GEMMs) may change too: a checkpoint is
+// device-neutral, and changing the engine changes the numbers only within its precision.
 const std::set<std::string> kChangeableOnResume = {"steps",      "output",      "eval-data",  "eval-every",
                                                    "save-dtype", "save-layout", "save-every", "keep-last",
                                                    "resume",     "eval-batches", "threads",   "cache",
-                                                   "epochs"};
+                                                   "epochs",     "device",      "recipe",     "fused-optimizer",
+                                                   "grouped-gemm", "recompute"};
 const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output", "tokenizer"};
 
 std::string absolute_path(const std::string& path) {
@@ -404,128 +406,6 @@ std::function<void(const std::string&)> test_pause_in_save() {
   return [ms](const std::string&) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); };
 }
 
-// The training and validation data of a run: token ids (TokenDataset, the demo corpus) or text/instruction/chat data
-// tokenized into a dataset cache (TextDataset).
-struct RunData {
-  std::string train_path;
-  std::unique_ptr<TokenDataset> tokens;          // --format tokens
-  std::unique_ptr<TokenDataset> eval_tokens;
-  std::unique_ptr<TextDataset> text;             // text, prompt, chat, or a cache file
-  std::unique_ptr<TextDataset> eval_text;        // --eval-data of those formats
-  std::unique_ptr<BatchStream> stream;           // training batches
-  std::optional<EvalSource> eval;
-  double epoch_fill = -1.0;                      // real tokens / slots of the first epoch's rows (text data)
-  size_t rows_per_epoch = 0;
-};
-
-TextDataOptions text_data_options(const Args& args, const std::string& data, DataFormat format) {
-  TextDataOptions options;
-  options.data = data;
-  options.format = format;
-  options.tokenizer = args.given("tokenizer") ? args.text("tokenizer") : args.text("model");
-  try {
-    options.template_kwargs = nlohmann::ordered_json::parse(args.text("chat-template-args"));
-  } catch (const nlohmann::json::parse_error&) {
-    throw UsageError{str("moetune train: --chat-template-args must be a JSON object, got ", args.text("chat-template-args"))};
-  }
-  if (!options.template_kwargs.is_object())
-    throw UsageError{str("moetune train: --chat-template-args must be a JSON object, got ", args.text("chat-template-args"))};
-  options.cache = args.text("cache");
-  options.build.threads = static_cast<int>(args.integer("threads"));
-  options.build.skip_bad = args.text("bad-samples") == "skip";
-  options.build.progress = ::isatty(STDERR_FILENO) != 0;
-  return options;
-}
-
-RunData load_run_data(const Args& args, const ModelConfig& config, const fs::path& output, int batch_size, int seq_len,
-                      uint64_t seed) {
-  RunData data;
-  const DataFormat requested = parse_data_format(args.text("format"));
-  const bool packing = args.text("packing") == "on";
-  const bool shuffle = args.text("shuffle") == "on";
-  std::string train_path = args.text("data"), eval_path = args.text("eval-data");
-  bool is_cache = false;
-  DataFormat format = DataFormat::Tokens;
-  if (args.given("data")) {
-    format = resolve_data_format(train_path, requested, &is_cache);
-  } else {
-    if (requested != DataFormat::Auto && requested != DataFormat::Tokens)
-      throw UsageError{str("moetune train: --format ", args.text("format"), " needs --data")};
-    const std::vector<int32_t> corpus = generate_demo_tokens(config.vocab_size, 400000, 1234);
-    const size_t held_out = corpus.size() / 10;
-    train_path = (output / "train_tokens.bin").string();
-    write_token_file(train_path, std::vector<int32_t>(corpus.begin(), corpus.end() - static_cast<long>(held_out)));
-    if (eval_path.empty()) {
-      eval_path = (output / "eval_tokens.jsonl").string();
-      write_token_jsonl(eval_path, std::vector<int32_t>(corpus.end() - static_cast<long>(held_out), corpus.end()), seq_len);
-    }
-    std::fprintf(stderr, "data: generated demo corpus, %zu training tokens -> %s\n", corpus.size() - held_out,
-                 train_path.c_str());
-  }
-  data.train_path = train_path;
-
-  if (format == DataFormat::Tokens && !is_cache) {
-    if (packing) throw UsageError{"moetune train: --packing on needs text, prompt or chat data (token ids are read as rows)"};
-    if (args.number("val-fraction") > 0)
-      throw UsageError{"moetune train: --val-fraction needs text, prompt or chat data (give token ids --eval-data)"};
-    const DataOptions data_options{config.vocab_size, seq_len, 0,
-                                   args.flag("truncate-long") || args.text("long-samples") == "truncate"};
-    data.tokens = std::make_unique<TokenDataset>(TokenDataset::load(train_path, data_options));
-    if (data.tokens->size() < static_cast<size_t>(batch_size))
-      fail(train_path, ": ", data.tokens->size(), " sequences of ", seq_len, " tokens, fewer than one batch of ",
-           batch_size);
-    data.stream = std::make_unique<BatchSampler>(*data.tokens, batch_size, seed, shuffle);
-    data.rows_per_epoch = data.tokens->size();
-    if (!eval_path.empty()) {
-      data.eval_tokens = std::make_unique<TokenDataset>(TokenDataset::load(eval_path, data_options));
-      const TokenDataset* eval = data.eval_tokens.get();
-      data.eval = EvalSource{[eval, batch_size] { return std::make_unique<BatchSampler>(*eval, batch_size, 0, false); },
-                             eval->size()};
-    }
-    return data;
-  }
-
-  SampleSetOptions sets;
-  sets.seq_len = seq_len;
-  sets.long_samples = args.flag("truncate-long") ? LongSamples::Truncate : parse_long_samples(args.text("long-samples"));
-  sets.val_fraction = args.number("val-fraction");
-  sets.split_seed = seed;
-  sets.vocab_size = config.vocab_size;
-  data.text = TextDataset::open(text_data_options(args, train_path, requested));
-  data.text->select(sets);
-  for (const std::string& line : data.text->describe()) std::fprintf(stderr, "%s\n", line.c_str());
-  auto sampler = std::make_unique<SequenceSampler>(data.text->train(), batch_size, seed, shuffle, packing,
-                                                   data.text->pad_id());
-  data.epoch_fill = sampler->fill();
-  data.rows_per_epoch = sampler->rows_in_epoch();
-  std::fprintf(stderr, "data: %s, %zu rows of %d tokens per epoch, efficiency %.1f%% (real tokens / slots)\n",
-               packing ? "packing on" : "one sample per row (padding)", data.rows_per_epoch, seq_len,
-               100.0 * data.epoch_fill);
-  if (data.rows_per_epoch < static_cast<size_t>(batch_size))
-    fail(train_path, ": ", data.rows_per_epoch, " rows of ", seq_len, " tokens, fewer than one batch of ", batch_size);
-  data.stream = std::move(sampler);
-
-  const SampleSet* validation = data.text->validation();
-  if (!eval_path.empty()) {
-    if (validation) throw UsageError{"moetune train: give --val-fraction or --eval-data, not both"};
-    data.eval_text = TextDataset::open(text_data_options(args, eval_path, requested));
-    SampleSetOptions eval_sets = sets;
-    eval_sets.val_fraction = 0;
-    data.eval_text->select(eval_sets);
-    for (const std::string& line : data.eval_text->describe()) std::fprintf(stderr, "eval %s\n", line.c_str());
-    validation = &data.eval_text->train();
-  }
-  if (validation) {
-    const int32_t pad = data.text->pad_id();
-    const size_t rows = SequenceSampler(*validation, batch_size, 0, false, packing, pad).rows_in_epoch();
-    data.eval = EvalSource{[validation, batch_size, packing, pad] {
-                             return std::make_unique<SequenceSampler>(*validation, batch_size, 0, false, packing, pad);
-                           },
-                           rows};
-  }
-  return data;
-}
-
 }  // namespace
 
 int train_command(int argc, char** argv) {
@@ -557,29 +437,18 @@ int train_command(int argc, char** argv) {
     throw UsageError{"moetune train: --eval-every and --eval-batches must be >= 1 and --warmup >= 0"};
   const long save_every = args.integer("save-every");
   const long keep_last = args.integer("keep-last");
-  if (save_every < 0 || keep_last < 0 || args.integer("schedule-steps") < 0 || args.integer("threads") < 0)
-    throw UsageError{"moetune train: --save-every, --keep-last, --schedule-steps and --threads must be >= 0"};
+  if (save_every < 0 || keep_last < 0 || args.integer("schedule-steps") < 0)
+    throw UsageError{"moetune train: --save-every, --keep-last and --schedule-steps must be >= 0"};
   const Schedule schedule = parse_schedule(args.text("schedule"));
-  for (const char* flag : {"packing", "shuffle"})
-    if (args.text(flag) != "on" && args.text(flag) != "off")
-      throw UsageError{str("moetune train: --", flag, " must be on or off")};
-  if (args.text("bad-samples") != "skip" && args.text("bad-samples") != "fail")
-    throw UsageError{"moetune train: --bad-samples must be skip or fail"};
-  const std::string long_samples = args.text("long-samples");
-  if (long_samples != "fail" && long_samples != "truncate" && long_samples != "drop")
-    throw UsageError{"moetune train: --long-samples must be fail, truncate or drop"};
+  if (args.text("shuffle") != "on" && args.text("shuffle") != "off")
+    throw UsageError{"moetune train: --shuffle must be on or off"};
+  check_data_args(args, "moetune train");
   const double val_fraction = args.number("val-fraction");
   if (val_fraction < 0 || val_fraction >= 1) throw UsageError{"moetune train: --val-fraction must be in [0, 1)"};
-  try {
-    parse_data_format(args.text("format"));
-  } catch (const Error& error) {
-    throw UsageError{str("moetune train: ", error.what())};
-  }
-  text_data_options(args, "", DataFormat::Auto);  // validates --chat-template-args
-  const bool packing = args.text("packing") == "on";
-  if (packing && args.text("device") != "cpu")
-    throw UsageError{"moetune train: --packing on needs --device cpu (the GPU engine has no per-document attention "
-                     "mask or position reset yet; use --packing off there)"};
+  const std::string device = args.text("device");
+  if (device != "cpu" && device != "cuda") throw UsageError{"moetune train: --device must be cpu or cuda"};
+  if (args.text("recompute") != "on" && args.text("recompute") != "off")
+    throw UsageError{"moetune train: --recompute must be on or off"};
   // The step checks, once --steps is known (from --epochs it is known only once the data is read).
   auto check_steps = [&](long schedule_steps) {
     if (schedule != Schedule::Constant && steps > schedule_steps)
@@ -591,23 +460,24 @@ int train_command(int argc, char** argv) {
       throw UsageError{str("moetune train: --steps ", steps, " is before the checkpoint's step ", start_step)};
   };
   if (!steps_from_epochs) check_steps(args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps);
-  if ((save_every > 0 || checkpoint) && args.text("device") != "cpu")
-    throw UsageError{"moetune train: --save-every and --resume need --device cpu (the GPU trainer cannot save its "
-                     "optimizer state yet)"};
-  const DType save_dtype = parse_save_dtype(args.text("save-dtype"));
+  const DType save_dtype = parse_save_dtype(args.text("save-dtype"), device);
   const ExpertLayout save_layout = parse_layout(args.text("save-layout"));
   const fs::path output = args.text("output");
   prepare_output(output);
 
-  Model model = checkpoint ? std::move(checkpoint->model)
-                : args.given("model") ? Model::from_pretrained(args.text("model"))
-                                      : Model::from_config(builtin_tiny_config(), seed);
-  const ModelConfig& config = model.config();
+  // The host fp32 copy of the model: the CPU engine trains it; the GPU one starts from it when there is one (the
+  // built-in model, a resumed checkpoint: exact fp32 master weights) and streams --model to the device itself otherwise.
+  std::optional<Model> host;
+  if (checkpoint) host.emplace(std::move(checkpoint->model));
+  else if (!args.given("model")) host.emplace(Model::from_config(builtin_tiny_config(), seed));
+  else if (device == "cpu") host.emplace(Model::from_pretrained(args.text("model")));
+  const ModelConfig config = host ? host->config() : load_config(args.text("model"));
   std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
                checkpoint ? checkpoint->folder.c_str()
                : args.given("model") ? args.text("model").c_str()
                                      : "built-in tiny MoE",
-               config.architecture.c_str(), model.parameter_count(), config.num_layers, config.num_experts, config.top_k);
+               config.architecture.c_str(), ParamLayout(config).parameter_count(), config.num_layers,
+               config.num_experts, config.top_k);
 
   RunData data = load_run_data(args, config, output, batch_size, seq_len, seed);
   const std::string& train_path = data.train_path;
@@ -637,7 +507,14 @@ int train_command(int argc, char** argv) {
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
   const std::string shuffle = args.text("shuffle");
-  std::unique_ptr<Runner> runner = make_runner(args, model, options, batch_size, seq_len);
+  std::unique_ptr<Runner> runner = make_runner(args, host ? &*host : nullptr, config, options, batch_size, seq_len);
+  // The host model checkpoints and the final save write from (made on the first save when the GPU loaded --model; its
+  // random initialisation is overwritten at once).
+  auto host_model = [&]() -> Model& {
+    if (!host) host.emplace(Model::from_config(config, seed));
+    runner->copy_parameters_to(*host);
+    return *host;
+  };
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
   int64_t tokens_seen = 0;
   int64_t real_tokens_seen = 0, slots_seen = 0;  // this session's, for the packing efficiency
@@ -684,7 +561,7 @@ int train_command(int argc, char** argv) {
   auto seconds_since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   long last_checkpoint = checkpoint ? start_step : -1;
   auto save_checkpoint = [&](long step) {
-    runner->copy_parameters_to(model);
+    const Model& model = host_model();
     CheckpointRecord record;
     record.options = options;
     record.batch_size = batch_size;
@@ -748,17 +625,12 @@ int train_command(int argc, char** argv) {
       const char* name = signals.caught() == SIGINT ? "SIGINT" : "SIGTERM";
       write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis,
                            eval_losses);
-      if (!runner->can_checkpoint()) {
-        std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; no checkpoint (--device %s cannot save "
-                     "its optimizer state yet)\n", name, stats.step, steps, args.text("device").c_str());
-      } else {
-        const std::string folder =
-            last_checkpoint == stats.step ? (output / "checkpoints" / checkpoint_folder_name(stats.step)).string()
-                                          : save_checkpoint(stats.step);
-        std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; checkpoint %s; continue with: "
-                     "moetune train --resume %s\n", name, stats.step, steps, folder.c_str(),
-                     (output / "checkpoints").c_str());
-      }
+      const std::string folder =
+          last_checkpoint == stats.step ? (output / "checkpoints" / checkpoint_folder_name(stats.step)).string()
+                                        : save_checkpoint(stats.step);
+      std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; checkpoint %s; continue with: "
+                   "moetune train --resume %s\n", name, stats.step, steps, folder.c_str(),
+                   (output / "checkpoints").c_str());
       return 128 + signals.caught();
     }
   }
@@ -766,10 +638,13 @@ int train_command(int argc, char** argv) {
   const double elapsed = elapsed_before + seconds_since_start();
 
   write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
-  runner->copy_parameters_to(model);
+  const Model& model = host_model();
   SaveOptions save;
   save.dtype = save_dtype;
   save.expert_layout = save_layout;
+  // The tokenizer and generation files come from --model (a host model made for saving, or one read from a checkpoint
+  // folder, may have none to copy).
+  if (args.given("model") && fs::is_directory(args.text("model"))) save.copy_files_from = args.text("model");
   model.save_pretrained((output / "final").string(), save);
 
   const double packing_efficiency =

@@ -7,6 +7,8 @@
 
 #include "gpu/elementwise.h"
 #include "gpu/gpu_engine_internal.h"
+#include "ops/cpu/document_offsets.h"
+#include "ops/cuda/bias.h"
 #include "ops/cuda/cross_entropy.h"
 #include "ops/cuda/embedding.h"
 #include "ops/cuda/grouped_gemm.h"
@@ -75,7 +77,8 @@ GpuWeights as_bf16(const ModelWeights16& w) {
 }
 
 const char* phase_name(Phase phase) {
-  static const char* names[] = {"attention", "router", "permute", "expert GEMMs", "other GEMMs", "loss", "optimizer", "other"};
+  static const char* names[] = {"attention", "router",    "permute",       "expert GEMMs", "other GEMMs",
+                                "loss",      "optimizer", "communication", "other"};
   return names[static_cast<int>(phase)];
 }
 
@@ -86,33 +89,83 @@ GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name) {
 }
 
 GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
-                     GroupedGemmBackend grouped_gemm)
+                     const GpuEngineOptions& options)
     : config_(config), batch_(batch), seq_len_(seq_len), tokens_(batch * seq_len), stream_(stream),
-      grouped_gemm_(grouped_gemm), gemm_(stream), attention_(stream) {
+      grouped_gemm_(options.grouped_gemm), recompute_(options.recompute), gemm_(stream), attention_(stream) {
   const ModelConfig& c = config_;
   if (c.hidden_size % kGroupedGemmDimMultiple != 0 || c.moe_intermediate_size % kGroupedGemmDimMultiple != 0 ||
       c.num_experts > kGroupedGemmMaxExperts)
     grouped_gemm_ = GroupedGemmBackend::Cublas;
-  if (c.attention_bias || c.o_proj_bias) fail("the CUDA backend does not support attention biases yet (", c.model_type, ")");
-  if (c.clip_qkv > 0) fail("the CUDA backend does not support clip_qkv yet");
-  if (c.has_shared_expert()) fail("the CUDA backend does not support shared experts (Qwen2-MoE) yet");
   if (c.num_experts > kMoeMaxExperts || c.top_k > kMoeMaxTopK)
     fail("the CUDA backend supports at most ", kMoeMaxExperts, " experts and top-", kMoeMaxTopK);
   layers_.resize(c.num_layers);
   b_ = std::make_unique<Buffers>();
-  carve(false);
+  const size_t expert_rows = expert_rows_capacity(c, tokens_, options);
+  size_t staging = 0;
+  if (options.expert_comm && options.expert_comm->size() > 1) {
+    if (options.expert_comm->size() != options.expert_ranks)
+      fail("expert parallelism: expert_ranks (", options.expert_ranks, ") differs from the EP group's size (",
+           options.expert_comm->size(), ")");
+    if (c.held_experts() * options.expert_ranks != c.num_experts ||
+        c.expert_shard_begin != options.expert_comm->rank() * c.held_experts())
+      fail("expert parallelism: this rank (", options.expert_comm->rank(), " of ", options.expert_ranks,
+           ") must hold experts [", options.expert_comm->rank() * (c.num_experts / options.expert_ranks), ", ",
+           (options.expert_comm->rank() + 1) * (c.num_experts / options.expert_ranks), "); the config holds [",
+           c.expert_shard_begin, ", ", c.expert_shard_begin + c.held_experts(), ")");
+    ExpertExchangeShape shape;
+    shape.experts = c.num_experts;
+    shape.max_rows = static_cast<int64_t>(tokens_) * c.top_k;
+    shape.max_width = c.hidden_size;
+    shape.slots = c.num_layers;
+    shape.max_recv_rows = static_cast<int64_t>(expert_rows);
+    exchange_ = std::make_unique<ExpertExchange>(*options.expert_comm, shape);
+    staging = exchange_->staging_elements();
+  } else if (c.experts_sharded()) {
+    fail("the config holds experts [", c.expert_shard_begin, ", ", c.expert_shard_begin + c.held_experts(), ") of ",
+         c.num_experts, " but no expert-parallel group was given");
+  }
+  const GpuMemoryPlan sizes = carve(c, tokens_, recompute_, expert_rows, staging, nullptr, nullptr, layers_, *b_);
+  activation_bytes_ = sizes.activation_bytes;
+  workspace_bytes_ = sizes.workspace_bytes;
   CUDA_CHECK(cudaMalloc(&activation_block_, activation_bytes_));
   CUDA_CHECK(cudaMalloc(&workspace_block_, workspace_bytes_));
-  carve(true);
+  carve(c, tokens_, recompute_, expert_rows, staging, static_cast<char*>(activation_block_),
+        static_cast<char*>(workspace_block_), layers_, *b_);
   CUDA_CHECK(cudaMallocHost(&b_->host_offsets_pinned, sizeof(int32_t) * (c.num_experts + 1)));
   CUDA_CHECK(cudaMallocHost(&b_->host_scalars_pinned, sizeof(float) * 2));
-  std::vector<int32_t> positions(tokens_);
-  for (int t = 0; t < tokens_; ++t) positions[t] = t % seq_len_;
-  CUDA_CHECK(cudaMemcpy(b_->positions, positions.data(), sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice));
-  for (int l = 0; l < c.num_layers; ++l) {
-    attention_.prepare({batch_, seq_len_, c.num_heads, c.num_kv_heads, c.head_dim, c.sliding_window[l],
-                        static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)))});
+  default_positions_.resize(tokens_);
+  for (int t = 0; t < tokens_; ++t) default_positions_[t] = t % seq_len_;
+  CUDA_CHECK(cudaMemcpy(b_->positions, default_positions_.data(), sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice));
+  max_documents_ = options.max_documents;
+  if (max_documents_ > 0) {
+    max_documents_ = std::max(max_documents_, batch_);
+    CUDA_CHECK(cudaMalloc(&doc_offsets_, sizeof(int32_t) * (max_documents_ + 1)));
   }
+  for (int l = 0; l < c.num_layers; ++l) {
+    attention_.prepare(attention_shape(c, batch_, seq_len_, l));
+    if (max_documents_ > 0) attention_.prepare_packed(attention_shape(c, batch_, seq_len_, l), max_documents_);
+  }
+}
+
+GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
+                     GroupedGemmBackend grouped_gemm)
+    : GpuEngine(config, batch, seq_len, stream, GpuEngineOptions{grouped_gemm, false}) {}
+
+GpuMemoryPlan GpuEngine::plan(const ModelConfig& config, int batch, int seq_len, const GpuEngineOptions& options) {
+  std::vector<Layer> layers(config.num_layers);
+  Buffers buffers{};
+  const int tokens = batch * seq_len;
+  const size_t expert_rows = expert_rows_capacity(config, tokens, options);
+  const size_t staging = options.expert_ranks > 1 ? expert_rows * config.hidden_size : 0;  // ExpertExchange's staging
+  return carve(config, tokens, options.recompute, expert_rows, staging, nullptr, nullptr, layers, buffers);
+}
+
+size_t GpuEngine::expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options) {
+  const size_t rows = static_cast<size_t>(tokens) * config.top_k;
+  if (options.expert_ranks <= 1) return rows;
+  if (options.expert_capacity <= 0.0) return rows * options.expert_ranks;
+  const double capacity = std::min<double>(options.expert_capacity, options.expert_ranks);
+  return static_cast<size_t>(std::ceil(capacity * static_cast<double>(rows)));
 }
 
 GpuEngine::~GpuEngine() {
@@ -122,23 +175,21 @@ GpuEngine::~GpuEngine() {
   cudaFreeHost(b_->host_scalars_pinned);
   cudaFree(activation_block_);
   cudaFree(workspace_block_);
+  cudaFree(doc_offsets_);
 }
 
-void GpuEngine::carve(bool allocate) {
-  const ModelConfig& c = config_;
-  const size_t N = tokens_, H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), E = c.num_experts, K = c.top_k;
-  const size_t rows = N * K, I = c.moe_intermediate_size, Id = c.dense_intermediate_size, V = c.vocab_size;
+GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute, size_t expert_rows, size_t staging,
+                               char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b) {
+  const size_t N = tokens, H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), E = c.num_experts, K = c.top_k;
+  const size_t rows = N * K, R = expert_rows, I = c.moe_intermediate_size, Id = c.dense_intermediate_size, V = c.vocab_size;
+  const size_t Is = c.shared_expert_intermediate_size;
   const size_t q_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_heads : N;
   const size_t k_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_kv_heads : N;
-  Carver act{allocate ? static_cast<char*>(activation_block_) : nullptr};
-  Carver ws{allocate ? static_cast<char*>(workspace_block_) : nullptr};
-  Buffers& b = *b_;
-  b.ids = act.take<int32_t>(N);
-  b.targets = act.take<int32_t>(N);
-  b.positions = act.take<int32_t>(N);
-  for (int l = 0; l < c.num_layers; ++l) {
-    Layer& a = layers_[l];
-    a.input = act.take<bf16>(N * H);
+  const bool clip = c.clip_qkv > 0;
+  Carver act{activation_base};
+  Carver ws{workspace_base};
+  // Everything but the input of one layer; the shared set of recompute asks for both kinds (sparse and dense).
+  auto carve_layer = [&](Layer& a, bool sparse, bool dense) {
     a.norm1 = act.take<bf16>(N * H);
     a.rstd1 = act.take<float>(N);
     a.q_proj = act.take<bf16>(N * Q);
@@ -146,6 +197,12 @@ void GpuEngine::carve(bool allocate) {
     a.q = act.take<bf16>(N * Q);
     a.k = act.take<bf16>(N * KV);
     a.v = act.take<bf16>(N * KV);
+    if (clip) {
+      const bool normed = c.qk_norm != QkNorm::None;
+      a.q_unclipped = normed ? act.take<bf16>(N * Q) : a.q_proj;
+      a.k_unclipped = normed ? act.take<bf16>(N * KV) : a.k_proj;
+      a.v_unclipped = act.take<bf16>(N * KV);
+    }
     a.q_rstd = act.take<float>(q_norm_rows);
     a.k_rstd = act.take<float>(k_norm_rows);
     a.attn_out = act.take<bf16>(N * Q);
@@ -153,7 +210,7 @@ void GpuEngine::carve(bool allocate) {
     a.mid = act.take<bf16>(N * H);
     a.norm2 = act.take<bf16>(N * H);
     a.rstd2 = act.take<float>(N);
-    if (c.layer_is_sparse[l]) {
+    if (sparse) {
       a.router_logits = act.take<float>(N * E);
       a.probs = act.take<float>(N * E);
       a.top_index = act.take<int32_t>(N * K);
@@ -163,12 +220,42 @@ void GpuEngine::carve(bool allocate) {
       a.row_slot = act.take<int32_t>(rows);
       a.token_slot_row = act.take<int32_t>(rows);
       a.gathered = act.take<bf16>(rows * H);
-      a.gate_up = act.take<bf16>(rows * 2 * I);
-      a.act = act.take<bf16>(rows * I);
       a.expert_out = act.take<bf16>(rows * H);
-    } else {
-      a.gate_up = act.take<bf16>(N * 2 * Id);
-      a.act = act.take<bf16>(N * Id);
+      const bool exchanged = staging > 0;
+      a.expert_in = exchanged ? act.take<bf16>(R * H) : a.gathered;
+      a.expert_rows_out = exchanged ? act.take<bf16>(R * H) : a.expert_out;
+      if (c.has_shared_expert()) {
+        a.shared_gate_up = act.take<bf16>(N * 2 * Is);
+        a.shared_act = act.take<bf16>(N * Is);
+        a.shared_out = act.take<bf16>(N * H);
+        a.shared_gate_logit = act.take<float>(N);
+      }
+    }
+    a.gate_up = act.take<bf16>(std::max(sparse ? R * 2 * I : 0, dense ? N * 2 * Id : 0));
+    a.act = act.take<bf16>(std::max(sparse ? R * I : 0, dense ? N * Id : 0));
+  };
+  b.ids = act.take<int32_t>(N);
+  b.targets = act.take<int32_t>(N);
+  b.positions = act.take<int32_t>(N);
+  if (recompute) {
+    for (Layer& a : layers) {
+      a = Layer{};
+      a.input = act.take<bf16>(N * H);
+    }
+    Layer shared{};
+    const int sparse_layers = c.num_sparse_layers();
+    carve_layer(shared, sparse_layers > 0, sparse_layers < c.num_layers);
+    for (Layer& a : layers) {
+      bf16* input = a.input;
+      a = shared;
+      a.input = input;
+    }
+  } else {
+    for (int l = 0; l < c.num_layers; ++l) {
+      Layer& a = layers[l];
+      a = Layer{};
+      a.input = act.take<bf16>(N * H);
+      carve_layer(a, c.layer_is_sparse[l], !c.layer_is_sparse[l]);
     }
   }
   b.final_input = act.take<bf16>(N * H);
@@ -182,8 +269,8 @@ void GpuEngine::carve(bool allocate) {
   b.d_probs_extra = act.take<float>(E);
 
   b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
-  b.balance_scratch = ws.take<float>(router_balance_scratch_floats(tokens_, c.num_experts));
-  b.routing_scratch = ws.take<char>(moe_routing_scratch_bytes(tokens_, c.num_experts, c.top_k));
+  b.balance_scratch = ws.take<float>(router_balance_scratch_floats(tokens, c.num_experts));
+  b.routing_scratch = ws.take<char>(moe_routing_scratch_bytes(tokens, c.num_experts, c.top_k));
   b.mlp_out = ws.take<bf16>(N * H);
   b.d_stream = ws.take<bf16>(N * H);
   b.d_mid = ws.take<bf16>(N * H);
@@ -195,20 +282,43 @@ void GpuEngine::carve(bool allocate) {
   b.d_k = ws.take<bf16>(N * KV);
   b.d_v = ws.take<bf16>(N * KV);
   b.d_rows = ws.take<bf16>(rows * H);
-  b.d_act = ws.take<bf16>(std::max(rows * I, N * Id));
-  b.d_gate_up = ws.take<bf16>(std::max(rows * 2 * I, N * 2 * Id));
+  if (staging > 0) {
+    b.d_expert_rows = ws.take<bf16>(R * H);
+    b.exchange_staging = ws.take<bf16>(staging);
+  }
+  b.d_act = ws.take<bf16>(std::max({R * I, N * Id, N * Is}));
+  b.d_gate_up = ws.take<bf16>(std::max({R * 2 * I, N * 2 * Id, N * 2 * Is}));
   b.d_top_weight = ws.take<float>(N * K);
   b.d_router_logits = ws.take<float>(N * E);
   b.d_router_logits16 = ws.take<bf16>(N * E);
+  if (c.has_shared_expert()) b.d_shared_gate_logit = ws.take<bf16>(N);
+  if (c.attention_bias || c.o_proj_bias)
+    b.bias_scratch = ws.take<float>(std::max({bias_grad_scratch_floats(tokens, static_cast<int>(Q)),
+                                              bias_grad_scratch_floats(tokens, static_cast<int>(KV)),
+                                              bias_grad_scratch_floats(tokens, static_cast<int>(H))}));
   b.norm_grad = ws.take<float>(std::max({H, Q, KV}));
   b.norm_scratch = ws.take<float>(std::max(rmsnorm_backward_scratch_floats(static_cast<int>(q_norm_rows), static_cast<int>(std::max<size_t>(Q, c.head_dim))),
-                                           rmsnorm_backward_scratch_floats(tokens_, static_cast<int>(H))));
-  b.embed_scratch = ws.take<char>(embedding_backward_scratch_bytes(tokens_));
-  activation_bytes_ = act.used;
-  workspace_bytes_ = ws.used;
+                                           rmsnorm_backward_scratch_floats(tokens, static_cast<int>(H))));
+  b.embed_scratch = ws.take<char>(embedding_backward_scratch_bytes(tokens));
+  return {act.used, ws.used};
 }
 
-void GpuEngine::set_batch(const int32_t* input_ids, const int32_t* labels) {
+void GpuEngine::set_batch(const int32_t* input_ids, const int32_t* labels, const int32_t* positions,
+                          const int32_t* doc_start) {
+  const bool was_packed = documents_ > 0;
+  documents_ = 0;
+  if (doc_start) {
+    if (max_documents_ == 0) fail("a packed batch was given to a GPU engine built without packing (max_documents 0)");
+    const std::vector<int32_t> offsets = cpu::document_offsets(doc_start, batch_, seq_len_);
+    const int count = static_cast<int>(offsets.size()) - 1;
+    if (count > max_documents_)
+      fail("the packed batch holds ", count, " documents; the GPU engine was planned for at most ", max_documents_);
+    CUDA_CHECK(cudaMemcpy(doc_offsets_, offsets.data(), sizeof(int32_t) * offsets.size(), cudaMemcpyHostToDevice));
+    documents_ = count;
+  }
+  if (positions || was_packed)
+    CUDA_CHECK(cudaMemcpyAsync(b_->positions, positions ? positions : default_positions_.data(),
+                               sizeof(int32_t) * tokens_, cudaMemcpyHostToDevice, stream_));
   host_targets_.assign(tokens_, -100);
   for (int row = 0; row < batch_; ++row)
     for (int t = 0; t + 1 < seq_len_; ++t) host_targets_[row * seq_len_ + t] = labels[row * seq_len_ + t + 1];
@@ -263,7 +373,7 @@ void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, flo
   embedding_forward(layers_[0].input, b.ids, w.embed, tokens_, c.hidden_size, stream_);
   for (int l = 0; l < c.num_layers; ++l) {
     attention_forward(l, w);
-    mlp_forward(l, w);
+    mlp_forward(l, w, false);
   }
   mark(Phase::Router);
   const double balance_rows = static_cast<double>(tokens_) * c.num_sparse_layers();
@@ -274,6 +384,10 @@ void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, flo
   if (!sink) return;
   sink->end_group(head_group(c));
   for (int l = c.num_layers - 1; l >= 0; --l) {
+    if (recompute_ && l + 1 < c.num_layers) {  // the shared set still holds the last layer's activations
+      attention_forward(l, w);
+      mlp_forward(l, w, true);
+    }
     const GpuWeights& g = sink->begin_group(l);
     mlp_backward(l, w, g);
     attention_backward(l, w, g);

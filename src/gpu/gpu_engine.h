@@ -1,8 +1,8 @@
 // Why: the bf16 GPU engine — the same per-layer forward and backward as the CPU reference (model/cpu_engine.h), on
 // fused kernels: cuDNN flash attention, cuBLAS dense and grouped expert GEMMs, a fused router, index-map permutes, a
 // chunked LM head + cross-entropy that never holds the logits of the whole batch. Activations live in one device
-// arena and backward scratch in another, both sized at construction from the config and the batch shape (expert
-// buffers for the worst case: every token's k picks).
+// arena and backward scratch in another, both sized at construction from the config, the batch shape and the recompute
+// option (expert buffers for the worst case: every token's k picks).
 #pragma once
 
 #include <array>
@@ -16,14 +16,19 @@
 #include "ops/cuda/attention.h"
 #include "ops/cuda/gemm.h"
 
+namespace moetune::parallel {
+class NcclComm;
+}
+
 namespace moetune::cuda {
 
+class ExpertExchange;
 using GpuWeights = ModelParams<bf16>;
 
 // Converts the uint16_t binding of a ParamLayout into bf16 pointers.
 GpuWeights as_bf16(const ModelWeights16& weights);
 
-enum class Phase { Attention, Router, Permute, ExpertGemm, OtherGemm, Loss, Optimizer, Other, Count };
+enum class Phase { Attention, Router, Permute, ExpertGemm, OtherGemm, Loss, Optimizer, Communication, Other, Count };
 const char* phase_name(Phase phase);
 
 // Where the backward pass puts gradients. The backward runs in groups — the head (final norm + LM head), each layer
@@ -53,16 +58,47 @@ struct GpuLoss {
 enum class GroupedGemmBackend { Moetune, Cublas };
 GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name);  // "moetune" | "cublas"
 
+struct GpuEngineOptions {
+  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune;
+  // Per-layer activation recompute: the forward keeps only each layer's input (N, H) and the backward of layer l first
+  // re-runs layer l's forward into one set of layer activations shared by all layers (the last layer's is still there
+  // from the forward). Activation memory: one layer's activations + L layer inputs instead of L layers' activations.
+  // Same kernels on the same inputs, so losses and gradients are bitwise those of recompute off.
+  bool recompute = false;
+  // Expert parallelism: the EP group's communicator (parallel/nccl_comm.h; null or one rank: none). The config must
+  // then hold this rank's block of experts (parallel/expert_shard.h: experts [rank*E/P, (rank+1)*E/P)); every MoE
+  // layer sends each routed row to the rank holding its expert and brings the result back (gpu/expert_exchange.h).
+  const parallel::NcclComm* expert_comm = nullptr;
+  int expert_ranks = 1;  // the EP group's size (plan() needs it without a communicator)
+  // Rows this rank's experts can take per layer, as a multiple of the rows one rank routes (tokens * top_k): 0 = the
+  // worst case (expert_ranks: every rank sends every row here). Smaller saves memory and fails (on every rank, with a
+  // message) on a step whose routing is more unbalanced.
+  double expert_capacity = 0.0;
+  // Packed batches (several documents per row, attention restricted to each document): the most documents one batch
+  // may hold (0 = packing off). The attention plans for packed batches are built at construction for this bound.
+  int max_documents = 0;
+};
+
+// Device bytes of the engine's two arenas, planned from the config, the batch shape and the options.
+struct GpuMemoryPlan {
+  size_t activation_bytes = 0;  // kept from the forward for the backward (+ ids, targets, positions, loss statistics)
+  size_t workspace_bytes = 0;   // backward scratch and the LM head's logits chunk
+};
+
 class GpuEngine {
  public:
-  GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
-            GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune);
+  GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream, const GpuEngineOptions& options = {});
+  // The same with options {grouped_gemm, recompute off}.
+  GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream, GroupedGemmBackend grouped_gemm);
   ~GpuEngine();
   GpuEngine(const GpuEngine&) = delete;
   GpuEngine& operator=(const GpuEngine&) = delete;
 
-  // Uploads a batch: ids and unshifted labels (batch, seq_len), row-major on the host.
-  void set_batch(const int32_t* input_ids, const int32_t* labels);
+  // Uploads a batch: ids and unshifted labels (batch, seq_len), row-major on the host. A packed batch also gives
+  // positions (batch, seq_len: RoPE positions restarting per document) and doc_start (batch, seq_len, as
+  // ops/cpu/attention.h); it needs max_documents > 0 and at most that many documents (including padding tails).
+  void set_batch(const int32_t* input_ids, const int32_t* labels, const int32_t* positions = nullptr,
+                 const int32_t* doc_start = nullptr);
 
   // Forward, loss and backward; gradients of ce_scale * ce_sum + aux_scale * aux accumulate into the views the sink
   // hands out. With sink == nullptr only the forward and the loss run (evaluation).
@@ -70,8 +106,11 @@ class GpuEngine {
   // Waits for the stream and returns the loss parts of the last run.
   GpuLoss loss();
 
+  // What an engine of this shape allocates (host-only arithmetic: no GPU needed).
+  static GpuMemoryPlan plan(const ModelConfig& config, int batch, int seq_len, const GpuEngineOptions& options = {});
   size_t activation_bytes() const { return activation_bytes_; }
   GroupedGemmBackend grouped_gemm_backend() const { return grouped_gemm_; }
+  bool recompute() const { return recompute_; }
   size_t workspace_bytes() const { return workspace_bytes_; }
 
   // Per-phase milliseconds accumulated since the last reset (needs timing enabled; costs one event per phase change).
@@ -80,15 +119,33 @@ class GpuEngine {
   void reset_timing();
   // Marks the start of the optimizer phase (the trainer's work on this engine's stream).
   void mark_optimizer() { mark(Phase::Optimizer); }
+  // Marks the start of communication on this engine's stream (the trainer's gradient reduction).
+  void mark_communication() { mark(Phase::Communication); }
 
  private:
   struct Layer;
   struct Buffers;
-  void carve(bool allocate);
+  // Bump-allocates both arenas (bases nullptr: only measures) and points `layers` and `b` into them.
+  // expert_rows: the rows the experts of this rank take per layer (tokens * top_k without expert parallelism);
+  // staging: the exchange's staging elements (0 without).
+  static GpuMemoryPlan carve(const ModelConfig& config, int tokens, bool recompute, size_t expert_rows, size_t staging,
+                             char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b);
+  static size_t expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options);
   void attention_forward(int l, const GpuWeights& w);
   void attention_backward(int l, const GpuWeights& w, const GpuWeights& g);
-  void mlp_forward(int l, const GpuWeights& w);
+  // recomputing: the re-run before layer l's backward; it rebuilds what the backward reads and skips the rest (the
+  // load-balancing statistics, the MLP output and the residual add into the next layer's input).
+  void mlp_forward(int l, const GpuWeights& w, bool recomputing);
   void mlp_backward(int l, const GpuWeights& w, const GpuWeights& g);
+  struct ExpertRows {
+    int experts = 0;                 // experts on this rank
+    long rows = 0;                   // rows they take
+    const int32_t* offsets = nullptr;  // (experts + 1) device
+    bool own = true;                 // moetune's grouped GEMM (else cuBLAS's, with Layer::host_offsets)
+  };
+  ExpertRows expert_rows(int l, bool forward);
+  void shared_expert_forward(int l, const GpuWeights& w);
+  void shared_expert_backward(int l, const GpuWeights& w, const GpuWeights& g);
   void head_forward_backward(const GpuWeights& w, const GpuWeights* g, float ce_scale);
   void mark(Phase phase);
   void add_norm_grad(bf16* grad, int cols);
@@ -97,10 +154,16 @@ class GpuEngine {
   int batch_, seq_len_, tokens_;
   cudaStream_t stream_;
   GroupedGemmBackend grouped_gemm_;
+  bool recompute_;
   Gemm gemm_;
   Attention attention_;
   std::vector<Layer> layers_;
   std::unique_ptr<Buffers> b_;
+  std::unique_ptr<ExpertExchange> exchange_;  // expert parallelism only
+  int max_documents_ = 0;
+  int32_t* doc_offsets_ = nullptr;  // (max_documents + 1) device: the packed batch's document offsets
+  int documents_ = 0;               // documents of the current batch; 0: not packed
+  std::vector<int32_t> default_positions_;  // (N) t % seq_len
   void* activation_block_ = nullptr;
   void* workspace_block_ = nullptr;
   size_t activation_bytes_ = 0, workspace_bytes_ = 0;

@@ -4,10 +4,17 @@
 
 #include <vector>
 
+#include "gpu/expert_exchange.h"
 #include "gpu/gpu_engine.h"
 
 namespace moetune::cuda {
 
+// Layer `layer`'s attention shape for a batch (batch, seq_len): heads, head_dim, its sliding window, 1/sqrt(head_dim).
+cpu::AttentionShape attention_shape(const ModelConfig& c, int batch, int seq_len, int layer);
+
+// One layer's activations. Without recompute every layer owns all of them; with recompute a layer owns only `input`
+// and every other pointer is the same for all layers (one shared set, carved with the fields of both layer kinds).
+// A pointer a layer's kind or the config does not use is null.
 struct GpuEngine::Layer {
   bf16* input;          // (N, H) residual stream entering the layer
   bf16* norm1;          // (N, H)
@@ -17,6 +24,9 @@ struct GpuEngine::Layer {
   bf16* q;              // (N, Q) normed + rotated
   bf16* k;              // (N, KV)
   bf16* v;              // (N, KV)
+  bf16* q_unclipped;    // (N, Q) clip_qkv only: q before the clamp (= q_proj without q/k norm)
+  bf16* k_unclipped;    // (N, KV) likewise
+  bf16* v_unclipped;    // (N, KV) clip_qkv only: the v projection before the clamp
   float* q_rstd;        // (N * heads) | (N)
   float* k_rstd;        // (N * kv_heads) | (N)
   bf16* attn_out;       // (N, Q)
@@ -33,10 +43,18 @@ struct GpuEngine::Layer {
   int32_t* row_token;       // (N k)
   int32_t* row_slot;        // (N k)
   int32_t* token_slot_row;  // (N k)
-  bf16* gathered;           // (N k, H)
-  bf16* gate_up;            // (N k, 2I) | dense (N, 2Id)
-  bf16* act;                // (N k, I) | dense (N, Id)
-  bf16* expert_out;         // (N k, H)
+  bf16* gathered;           // (N k, H) rows in global expert order
+  // The expert side. R = rows this rank's experts take: N k without expert parallelism (then expert_in = gathered and
+  // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used).
+  bf16* expert_in;          // (R, H) local-expert-major rows
+  bf16* gate_up;            // (R, 2I) | dense (N, 2Id); the shared set: the larger
+  bf16* act;                // (R, I) | dense (N, Id); the shared set: the larger
+  bf16* expert_rows_out;    // (R, H) expert outputs, local-expert-major
+  bf16* expert_out;         // (N k, H) expert outputs of this rank's rows, global expert order
+  bf16* shared_gate_up;     // (N, 2Is) Qwen2-MoE shared expert
+  bf16* shared_act;         // (N, Is)
+  bf16* shared_out;         // (N, H) before its sigmoid gate
+  float* shared_gate_logit; // (N)
   std::vector<int32_t> host_offsets;  // (E + 1), read once per forward
 };
 
@@ -70,8 +88,12 @@ struct GpuEngine::Buffers {
   bf16* d_k;               // (N, KV)
   bf16* d_v;               // (N, KV)
   bf16* d_rows;            // (N k, H)
-  bf16* d_act;             // (max(N k I, N Id))
-  bf16* d_gate_up;         // (max(N k 2I, N 2Id))
+  bf16* d_expert_rows;     // (R, H) expert parallelism: d(expert output), then d(expert input), expert side
+  bf16* exchange_staging;  // (ExpertExchange::staging_elements()) expert parallelism only
+  bf16* d_act;             // (max(R I, N Id, N Is))
+  bf16* d_gate_up;         // (max(R 2I, N 2Id, N 2Is))
+  bf16* d_shared_gate_logit;  // (N) shared expert only
+  float* bias_scratch;     // bias_grad scratch, attention biases only
   float* d_top_weight;     // (N, k)
   float* d_router_logits;  // (N, E)
   bf16* d_router_logits16; // (N, E)

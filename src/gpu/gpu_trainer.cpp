@@ -1,11 +1,14 @@
 // Why: see gpu_trainer.h.
 #include "gpu/gpu_trainer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/dtype.h"
 #include "gpu/elementwise.h"
 #include "gpu/gpu_loader.h"
+#include "parallel/expert_shard.h"
+#include "parallel/nccl_comm.h"
 
 namespace moetune::cuda {
 
@@ -65,9 +68,9 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
 
   const size_t total = layout_.total_floats();
   params_ = DeviceBuffer<bf16>(total);
-  grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? 2 * group_buffer_elements_ : total);
-  grads_.zero();
-  if (gpu_.recipe == Recipe::Bf16) {
+  if (gpu_.evaluate_only) {
+    // Evaluation only: the bf16 parameters are all there is (no gradients, moments or master weights).
+  } else if (gpu_.recipe == Recipe::Bf16) {
     m16_ = DeviceBuffer<bf16>(total);
     v16_ = DeviceBuffer<bf16>(total);
     m16_.zero();
@@ -78,6 +81,10 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     v32_ = DeviceBuffer<float>(total);
     m32_.zero();
     v32_.zero();
+  }
+  if (!gpu_.evaluate_only) {
+    grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? 2 * group_buffer_elements_ : total);
+    grads_.zero();
   }
   if (host_params) {
     std::vector<bf16> converted(total);
@@ -94,16 +101,29 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
       else init_normal(data, info.numel, config_.initializer_range, ++stream_seed, stream_);
     }
   }
-  if (gpu_.recipe == Recipe::MixedMaster) {  // master weights: the exact fp32 values when given, else the bf16 init
+  if (master_.size() > 0) {  // master weights: the exact fp32 values when given, else the bf16 init
     if (host_params) master_.upload(std::vector<float>(host_params, host_params + total));
     else convert_bf16_to_f32(master_.data(), params_.data(), total, stream_);
   }
   norm_result_ = DeviceBuffer<float>(1);
   norm_scratch_ = DeviceBuffer<float>(grad_norm_scratch_floats());
   weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(params_.data())));
-  if (!gpu_.fused_optimizer) grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
+  if (!gpu_.fused_optimizer && !gpu_.evaluate_only)
+    grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
   for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
-  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, gpu_.grouped_gemm);
+  GpuEngineOptions engine_options;
+  engine_options.grouped_gemm = gpu_.grouped_gemm;
+  engine_options.recompute = gpu_.recompute;
+  engine_options.max_documents = gpu_.max_documents;
+  engine_options.expert_comm = gpu_.expert_group;
+  engine_options.expert_ranks = gpu_.expert_group ? gpu_.expert_group->size() : 1;
+  engine_options.expert_capacity = gpu_.expert_capacity;
+  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, engine_options);
+  for (const ParamInfo& info : layout_.params()) {
+    const bool expert = info.name.find("mlp.experts.") != std::string::npos;
+    if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
+    else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
+  }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -121,8 +141,24 @@ GpuTrainer::~GpuTrainer() {
 LoadReport GpuTrainer::load_checkpoint(const std::string& folder, const LoadOptions& options) {
   if (steps_done_ > 0) fail(folder, ": a checkpoint can only be loaded before the first training step");
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  const LoadReport report = load_hf_weights_to_gpu(folder, config_, layout_, params_.data(), options);
-  if (gpu_.recipe == Recipe::MixedMaster) convert_bf16_to_f32(master_.data(), params_.data(), params_.size(), stream_);
+  LoadReport report;
+  if (config_.experts_sharded()) {  // expert parallelism: the checkpoint holds every expert, this rank its block
+    ModelConfig full = config_;
+    full.expert_shard_begin = 0;
+    full.experts_held = 0;
+    const parallel::ShardOffsetMap map(full, config_);
+    GpuBf16Sink device(params_.data());
+    parallel::ShardedSink sink(map, device);
+    LoadOptions sharded = options;
+    const int begin = config_.expert_shard_begin, end = begin + config_.held_experts();
+    sharded.owns_expert = [begin, end, outer = options.owns_expert](int layer, int expert) {
+      return expert >= begin && expert < end && (!outer || outer(layer, expert));
+    };
+    report = stream_hf_weights(folder, full, map.full_layout(), sink, sharded);
+  } else {
+    report = load_hf_weights_to_gpu(folder, config_, layout_, params_.data(), options);
+  }
+  if (master_.size() > 0) convert_bf16_to_f32(master_.data(), params_.data(), params_.size(), stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   return report;
 }
@@ -149,6 +185,7 @@ void GpuTrainer::end_group(int group) {
   if (!gpu_.fused_optimizer) return;
   const int k = current_buffer_;
   bf16* buffer = grads_.data() + k * group_buffer_elements_;
+  reduce_gradients(buffer, groups_[group].start, groups_[group].end);
   CUDA_CHECK(cudaEventRecord(ready_[k], stream_));
   CUDA_CHECK(cudaStreamWaitEvent(optimizer_stream_, ready_[k], 0));
   optimizer_update(groups_[group], buffer, optimizer_stream_, 1.0f);
@@ -174,46 +211,119 @@ void GpuTrainer::set_step_hyper(StepStats& stats) {
   stats.step = steps_done_;
 }
 
+void GpuTrainer::require_training(const char* what) const {
+  if (gpu_.evaluate_only) fail(what, ": this GPU trainer was built for evaluation only (no gradients or optimizer state)");
+}
+
+void GpuTrainer::synchronize() const {
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  CUDA_CHECK(cudaStreamSynchronize(optimizer_stream_));
+}
+
 GpuLoss GpuTrainer::compute_gradients(const Batch& batch) {
+  require_training("compute_gradients");
   if (gpu_.fused_optimizer) fail("compute_gradients needs the gradient arena; the fused optimizer step has none");
-  engine_->set_batch(batch.input_ids.data(), batch.labels.data());
+  set_batch(batch);
   CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.size() * sizeof(bf16), stream_));
   const int64_t counted = count_label_positions(batch);
-  const float ce_scale = counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f;
-  const float aux_scale = options_.aux_loss ? config_.router_aux_loss_coef : 0.0f;
+  const float ranks = static_cast<float>(world_size());
+  const float ce_scale = counted > 0 ? 1.0f / (static_cast<float>(counted) * ranks) : 0.0f;
+  const float aux_scale = options_.aux_loss ? config_.router_aux_loss_coef / ranks : 0.0f;
   engine_->run(weights_, this, ce_scale, aux_scale);
-  return engine_->loss();
+  reduce_gradients(grads_.data(), 0, layout_.total_floats());
+  return reduce_loss(engine_->loss());
+}
+
+void GpuTrainer::set_batch(const Batch& batch) {
+  engine_->set_batch(batch.input_ids.data(), batch.labels.data(), batch.positions.empty() ? nullptr : batch.positions.data(),
+                     batch.packed() ? batch.doc_start.data() : nullptr);
+}
+
+double GpuTrainer::global_grad_norm_squared() {
+  grad_norm_squared(grads_.data(), grads_.size(), norm_result_.data(), norm_scratch_.data(), stream_);
+  float total = 0.0f;
+  CUDA_CHECK(cudaMemcpyAsync(&total, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (!gpu_.expert_group || gpu_.expert_group->size() == 1) return total;
+  // Replicated gradients are equal on every rank after the reduction; expert gradients differ across the EP group:
+  // |g|^2 = |replicated|^2 + sum over the EP group of |this rank's experts|^2.
+  double experts = 0.0;
+  for (const GradientRun& run : gradient_runs_) {
+    if (!run.expert) continue;
+    grad_norm_squared(grads_.data() + run.start, run.end - run.start, norm_result_.data(), norm_scratch_.data(), stream_);
+    float part = 0.0f;
+    CUDA_CHECK(cudaMemcpyAsync(&part, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    experts += part;
+  }
+  DeviceBuffer<double> sum(1);
+  CUDA_CHECK(cudaMemcpyAsync(sum.data(), &experts, sizeof experts, cudaMemcpyHostToDevice, stream_));
+  gpu_.expert_group->all_reduce(sum.data(), sum.data(), 1, ncclSum, stream_);
+  double group_experts = 0.0;
+  CUDA_CHECK(cudaMemcpyAsync(&group_experts, sum.data(), sizeof group_experts, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return std::max(0.0, total - experts) + group_experts;
+}
+
+int GpuTrainer::world_size() const { return gpu_.world ? gpu_.world->size() : 1; }
+
+void GpuTrainer::reduce_gradients(bf16* grads, size_t start, size_t end) {
+  if (world_size() == 1) return;
+  engine_->mark_communication();
+  for (const GradientRun& run : gradient_runs_) {
+    const size_t from = std::max(run.start, start), to = std::min(run.end, end);
+    if (from >= to) continue;
+    const parallel::NcclComm* comm = run.expert ? gpu_.expert_replicas : gpu_.world;
+    if (comm && comm->size() > 1) comm->all_reduce(grads + (from - start), grads + (from - start), to - from, ncclSum, stream_);
+  }
+}
+
+GpuLoss GpuTrainer::reduce_loss(const GpuLoss& local) {
+  if (world_size() == 1) return local;
+  const double host[3] = {local.ce_sum, static_cast<double>(local.counted), local.aux};
+  DeviceBuffer<double> sums(3);
+  CUDA_CHECK(cudaMemcpyAsync(sums.data(), host, sizeof host, cudaMemcpyHostToDevice, stream_));
+  gpu_.world->all_reduce(sums.data(), sums.data(), 3, ncclSum, stream_);
+  double total[3];
+  CUDA_CHECK(cudaMemcpyAsync(total, sums.data(), sizeof total, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return {total[0], static_cast<int64_t>(total[1]), total[2] / world_size()};
+}
+
+void GpuTrainer::check_batch(const Batch& batch) const {
+  if (batch.batch_size != batch_size_ || batch.seq_len != seq_len_)
+    fail("batch of shape ", batch.batch_size, "x", batch.seq_len, " does not match the GPU trainer's ", batch_size_, "x", seq_len_);
+  if (batch.packed() && gpu_.max_documents == 0)
+    fail("a packed batch reached a GPU trainer built without packing (GpuOptions::max_documents 0)");
 }
 
 GpuLoss GpuTrainer::evaluate(const Batch& batch) {
-  engine_->set_batch(batch.input_ids.data(), batch.labels.data());
+  check_batch(batch);
+  set_batch(batch);
   engine_->run(weights_, nullptr, 0.0f, 0.0f);
-  return engine_->loss();
+  return reduce_loss(engine_->loss());
 }
 
 StepStats GpuTrainer::step(const Batch& batch) {
-  if (batch.batch_size != batch_size_ || batch.seq_len != seq_len_)
-    fail("batch of shape ", batch.batch_size, "x", batch.seq_len, " does not match the GPU trainer's ", batch_size_, "x", seq_len_);
+  require_training("step");
+  check_batch(batch);
   StepStats stats;
   GpuLoss parts;
   if (gpu_.fused_optimizer) {
     set_step_hyper(stats);
-    engine_->set_batch(batch.input_ids.data(), batch.labels.data());
+    set_batch(batch);
     const int64_t counted = count_label_positions(batch);
-    engine_->run(weights_, this, counted > 0 ? 1.0f / static_cast<float>(counted) : 0.0f,
-                 options_.aux_loss ? config_.router_aux_loss_coef : 0.0f);
+    const float ranks = static_cast<float>(world_size());
+    engine_->run(weights_, this, counted > 0 ? 1.0f / (static_cast<float>(counted) * ranks) : 0.0f,
+                 options_.aux_loss ? config_.router_aux_loss_coef / ranks : 0.0f);
     CUDA_CHECK(cudaEventRecord(optimizer_done_, optimizer_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, optimizer_done_, 0));  // the next forward reads the updated parameters
-    parts = engine_->loss();
+    parts = reduce_loss(engine_->loss());
     stats.grad_norm = std::nan("");  // never materialised as a whole
   } else {
     parts = compute_gradients(batch);
     engine_->mark_optimizer();
-    grad_norm_squared(grads_.data(), grads_.size(), norm_result_.data(), norm_scratch_.data(), stream_);
-    float norm_squared = 0.0f;
-    CUDA_CHECK(cudaMemcpyAsync(&norm_squared, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
-    stats.grad_norm = std::sqrt(static_cast<double>(norm_squared));
+    stats.grad_norm = std::sqrt(global_grad_norm_squared());
     if (!std::isfinite(stats.grad_norm))
       fail("step ", steps_done_ + 1, ": gradient norm is not finite; lower the learning rate");
     float grad_scale = 1.0f;
@@ -233,9 +343,8 @@ StepStats GpuTrainer::step(const Batch& batch) {
 }
 
 std::vector<float> GpuTrainer::download_params() const {
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  CUDA_CHECK(cudaStreamSynchronize(optimizer_stream_));
-  if (gpu_.recipe == Recipe::MixedMaster) return master_.download();
+  synchronize();
+  if (master_.size() > 0) return master_.download();
   const std::vector<bf16> raw = params_.download();
   std::vector<float> out(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) out[i] = __bfloat162float(raw[i]);
@@ -243,6 +352,7 @@ std::vector<float> GpuTrainer::download_params() const {
 }
 
 std::vector<float> GpuTrainer::download_grads() const {
+  require_training("download_grads");
   if (gpu_.fused_optimizer) fail("download_grads: the fused optimizer step keeps no gradient arena");
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   const std::vector<bf16> raw = grads_.download();

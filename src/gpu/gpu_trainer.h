@@ -5,6 +5,14 @@
 // With the fused optimizer step (no clipping, no accumulation), AdamW runs on each gradient group (a layer, the head,
 // the embedding) as soon as the backward pass has finished it, on a second stream that overlaps the backward of the
 // next group, and the group's gradient memory is reused: two group-sized buffers replace the whole gradient arena.
+//
+// Training state (checkpoints, train/train_state.h): export_state/import_state move the step count and the AdamW
+// moments in the device-neutral format (fp32, layout order; recipe (a)'s bf16 moments widened, exactly). The weights a
+// checkpoint stores beside them are download_params(): recipe (a)'s bf16 parameters widened (exact), recipe (b)'s fp32
+// master weights as they are. A run resumes by constructing the trainer from those fp32 weights (host_params: the
+// masters become them exactly and the bf16 parameters their round-to-nearest-even rounding, which is what every
+// optimizer step leaves in them) and importing the state, so the next steps are the uninterrupted run's bit for bit
+// (the kernels are deterministic). Moments live in the same arenas with or without the fused optimizer step.
 #pragma once
 
 #include <memory>
@@ -18,6 +26,10 @@
 #include "train/data.h"
 #include "train/trainer.h"
 
+namespace moetune::parallel {
+class NcclComm;
+}
+
 namespace moetune::cuda {
 
 enum class Recipe { Bf16, MixedMaster };
@@ -29,6 +41,18 @@ struct GpuOptions {
   bool fused_optimizer = false;  // needs max_grad_norm == 0 and untied embeddings
   uint64_t seed = 0;             // random initialisation when no parameters are given
   GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune;
+  bool evaluate_only = false;    // no gradient or optimizer arenas: evaluate() only (moetune eval)
+  bool recompute = false;        // per-layer activation recompute in the backward pass (a GpuEngine option)
+  int max_documents = 0;         // packed batches: the most documents per batch (0 = packing off; GpuEngineOptions)
+  // Many GPUs (parallel/nccl_comm.h; all null: one GPU). world: every rank; the replicated (dense) gradients are
+  // summed over it. expert_group: the EP group (token exchange; the config must hold this rank's block of experts,
+  // parallel/expert_shard.h). expert_replicas: the ranks holding the same experts (the DP group); expert gradients
+  // are summed over it. Each rank scales its loss by 1 / (its label count x world size), so the sums are the mean of
+  // the ranks' mean losses (what data-parallel Transformers/PyTorch training computes).
+  const parallel::NcclComm* world = nullptr;
+  const parallel::NcclComm* expert_group = nullptr;
+  const parallel::NcclComm* expert_replicas = nullptr;
+  double expert_capacity = 0.0;  // GpuEngineOptions::expert_capacity
 };
 
 class GpuTrainer : private GradientSink {
@@ -43,12 +67,19 @@ class GpuTrainer : private GradientSink {
   // before the first step. With recipe (b) the fp32 master weights become the loaded bf16 values.
   LoadReport load_checkpoint(const std::string& folder, const LoadOptions& options = {});
 
+  // The optimizer state after the last step (see the top of this file). Host memory: two fp32 values per parameter.
+  TrainState export_state() const;
+  // Replaces the optimizer state (resuming): step count and moments (layout.total_floats() values each, else Error);
+  // recipe (a) rounds the moments to bf16 (exact for moments it exported).
+  void import_state(const TrainState& state);
+  long steps_done() const { return steps_done_; }
+
   StepStats step(const Batch& batch);
   // Forward + backward into zeroed gradients, no update (tests; not with the fused optimizer).
   GpuLoss compute_gradients(const Batch& batch);
   GpuLoss evaluate(const Batch& batch);
 
-  std::vector<float> download_params() const;  // fp32, layout order
+  std::vector<float> download_params() const;  // fp32, layout order: recipe (b)'s masters, recipe (a) widened
   std::vector<float> download_grads() const;   // fp32, layout order (not with the fused optimizer)
   GpuEngine& engine() { return *engine_; }
   const ParamLayout& layout() const { return layout_; }
@@ -61,10 +92,27 @@ class GpuTrainer : private GradientSink {
     size_t start = 0, end = 0;  // element range of the group's parameters in the layout
     AdamWPlan plan;             // the group's parameters, offsets relative to start
   };
+  struct GradientRun {
+    size_t start = 0, end = 0;  // element range in the layout
+    bool expert = false;        // routed-expert weights (reduced over the expert replicas, not the world)
+  };
+  std::vector<GradientRun> gradient_runs_;  // the layout as maximal runs of one kind, ascending
   const GpuWeights& begin_group(int group) override;
   void end_group(int group) override;
   void optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale);
+  // Many GPUs: sums the gradients of [start, end) of the layout, held at `grads` (element `start` first), over the
+  // ranks sharing them (replicated parameters over the world, experts over their replicas). On `stream_`.
+  void reduce_gradients(bf16* grads, size_t start, size_t end);
+  // Many GPUs: the loss parts summed over the world (ce_sum, counted) and averaged (aux).
+  GpuLoss reduce_loss(const GpuLoss& local);
+  int world_size() const;
   void set_step_hyper(StepStats& stats);
+  void require_training(const char* what) const;
+  void check_batch(const Batch& batch) const;
+  void set_batch(const Batch& batch);  // uploads ids, labels and (packed batches) positions and documents
+  // The squared norm of the whole gradient arena, over every rank's experts (many GPUs), on the host.
+  double global_grad_norm_squared();
+  void synchronize() const;  // both streams
 
   ModelConfig config_;
   ParamLayout layout_;

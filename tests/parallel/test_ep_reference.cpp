@@ -19,10 +19,12 @@
 #include "../test_util.h"
 #include "ops/cpu/moe_experts.h"
 #include "parallel/ep_reference.h"
+#include "ep_routing_util.h"
 
 namespace moetune::parallel {
 namespace {
 
+using moetune::testing::random_ep_routing;
 using test_util::error_of;
 using Rows = std::vector<std::vector<float>>;
 
@@ -42,26 +44,6 @@ Rows identity_tokens(const std::vector<EpRouting>& routing, int hidden) {
   return x;
 }
 
-// Random routing: `tokens[s]` tokens on rank s, each to top_k distinct experts drawn from `pool` (so experts outside
-// the pool receive nothing), weights in (0, 1).
-std::vector<EpRouting> random_routing(const std::vector<int>& tokens, int top_k, const std::vector<int>& pool,
-                                      uint32_t seed) {
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> weight(0.05f, 1.0f);
-  std::vector<EpRouting> routing(tokens.size());
-  for (size_t s = 0; s < tokens.size(); ++s) {
-    routing[s].tokens = tokens[s];
-    for (int t = 0; t < tokens[s]; ++t) {
-      std::vector<int> choice = pool;
-      std::shuffle(choice.begin(), choice.end(), gen);
-      for (int j = 0; j < top_k; ++j) {
-        routing[s].top_index.push_back(choice[j]);
-        routing[s].top_weight.push_back(weight(gen));
-      }
-    }
-  }
-  return routing;
-}
 
 // Checks a plan against its definition (ep_reference.h) by brute force.
 void check_plan(const EpPlan& plan, const std::vector<EpRouting>& routing, const ExpertMap& map, int top_k) {
@@ -257,7 +239,7 @@ TEST(EpReference, UnevenTokensAndEmptyExperts) {
   std::vector<int> pool;
   for (int e = 0; e < 16; ++e)
     if (e != 5 && e != 12) pool.push_back(e);
-  const std::vector<EpRouting> routing = random_routing({7, 0, 13, 3}, 2, pool, 1);
+  const std::vector<EpRouting> routing = random_ep_routing({7, 0, 13, 3}, 2, pool, 1);
   const ExpertMap map = ExpertMap::contiguous(16, 4);
   check_everything(routing, map, 2, 4);
   const EpPlan plan = ep_plan(routing, map, 2);
@@ -277,8 +259,8 @@ TEST(EpReference, ManySeedsAndShapes) {
     std::vector<int> pool(c.experts);
     std::iota(pool.begin(), pool.end(), 0);
     for (uint32_t seed = 0; seed < 5; ++seed) {
-      SCOPED_TRACE(testing::Message() << "ranks " << W << " experts " << c.experts << " top_k " << c.top_k << " seed " << seed);
-      check_everything(random_routing(c.tokens, c.top_k, pool, seed), ExpertMap::contiguous(c.experts, W), c.top_k, 3);
+      SCOPED_TRACE(::testing::Message() << "ranks " << W << " experts " << c.experts << " top_k " << c.top_k << " seed " << seed);
+      check_everything(random_ep_routing(c.tokens, c.top_k, pool, seed), ExpertMap::contiguous(c.experts, W), c.top_k, 3);
     }
   }
 }
@@ -294,9 +276,9 @@ TEST(EpReference, AnyPlacement) {
   std::iota(pool8.begin(), pool8.end(), 0);
   std::iota(pool6.begin(), pool6.end(), 0);
   for (uint32_t seed = 0; seed < 3; ++seed) {
-    check_everything(random_routing({6, 2, 9, 4}, 3, pool8, 10 + seed), round_robin, 3, 3);
-    check_everything(random_routing({6, 2, 9, 4}, 2, pool6, 20 + seed), lopsided, 2, 3);
-    EXPECT_EQ(ep_plan(random_routing({6, 2, 9, 4}, 2, pool6, 20 + seed), lopsided, 2).recv[3].rows(), 0);
+    check_everything(random_ep_routing({6, 2, 9, 4}, 3, pool8, 10 + seed), round_robin, 3, 3);
+    check_everything(random_ep_routing({6, 2, 9, 4}, 2, pool6, 20 + seed), lopsided, 2, 3);
+    EXPECT_EQ(ep_plan(random_ep_routing({6, 2, 9, 4}, 2, pool6, 20 + seed), lopsided, 2).recv[3].rows(), 0);
   }
 }
 
@@ -304,7 +286,7 @@ TEST(EpReference, AnyPlacement) {
 TEST(EpReference, OneRankIsTheSingleGpuOrder) {
   std::vector<int> pool(6);
   std::iota(pool.begin(), pool.end(), 0);
-  const std::vector<EpRouting> routing = random_routing({11}, 2, pool, 7);
+  const std::vector<EpRouting> routing = random_ep_routing({11}, 2, pool, 7);
   const EpPlan plan = ep_plan(routing, ExpertMap::contiguous(6, 1), 2);
   const cpu::MoeShape shape{11, 1, 6, 1, 2};
   std::vector<int32_t> offsets(7), row_token(22), row_slot(22);
@@ -324,7 +306,7 @@ TEST(EpReference, MatchesSingleRankMoe) {
   const std::vector<int> tokens = {9, 4, 0, 12};
   std::vector<int> pool(E);
   std::iota(pool.begin(), pool.end(), 0);
-  const std::vector<EpRouting> routing = random_routing(tokens, K, pool, 3);
+  const std::vector<EpRouting> routing = random_ep_routing(tokens, K, pool, 3);
   std::mt19937 gen(5);
   std::uniform_real_distribution<float> uniform(-0.5f, 0.5f);
   std::vector<float> w_gate_up(static_cast<size_t>(E) * 2 * I * H), w_down(static_cast<size_t>(E) * H * I);

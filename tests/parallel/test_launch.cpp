@@ -22,26 +22,19 @@ using test_util::CommandResult;
 using test_util::lines_of;
 using test_util::TempFolder;
 
-std::string quote(const std::string& text) {
-  std::string quoted = "'";
-  for (const char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
-}
-
-std::string describe(const CommandResult& result) {
-  return "exit " + std::to_string(result.status) + "\n--- stdout:\n" + result.out + "\n--- stderr:\n" + result.err;
-}
+using test_util::describe;
+using test_util::quote;
 
 // `moetune launch <options> --exec /bin/sh -- -c <script>`, in the temporary folder.
 CommandResult launch_sh(const TempFolder& temp, const std::string& options, const std::string& script,
                         const std::string& env = "") {
-  return test_util::run_command("cd " + quote(temp.path()) + " && " + env + " " + quote(MOETUNE_CLI_PATH) + " launch " +
+  return test_util::run_command("cd " + quote(temp.path()) + " && " + env + " " + quote(test_util::cli_path()) + " launch " +
                                     options + " --exec /bin/sh -- -c " + quote(script),
                                 temp.path());
 }
 
 CommandResult moetune(const TempFolder& temp, const std::string& arguments) {
-  return test_util::run_command("cd " + quote(temp.path()) + " && " + quote(MOETUNE_CLI_PATH) + " " + arguments, temp.path());
+  return test_util::run_command("cd " + quote(temp.path()) + " && " + quote(test_util::cli_path()) + " " + arguments, temp.path());
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -170,7 +163,7 @@ TEST(Launch, ForwardsSigtermOnce) {
       "n=0; trap 'n=$((n+1)); echo \"caught TERM $n\"; touch caught.$RANK' TERM; touch ready.$RANK; "
       "while [ ! -e stop ]; do sleep 0.05; done; echo \"done after $n\"";
   const std::string driver =
-      "cd " + quote(temp.path()) + " && (" + quote(MOETUNE_CLI_PATH) + " launch --nproc 2 --exec /bin/sh -- -c " +
+      "cd " + quote(temp.path()) + " && (" + quote(test_util::cli_path()) + " launch --nproc 2 --exec /bin/sh -- -c " +
       quote(rank_script) +
       " & pid=$!; i=0; while [ ! -e ready.0 ] || [ ! -e ready.1 ]; do sleep 0.05; i=$((i+1)); [ $i -gt 400 ] && break; done; "
       "kill -TERM $pid; i=0; while [ ! -e caught.0 ] || [ ! -e caught.1 ]; do sleep 0.05; i=$((i+1)); "
@@ -191,7 +184,7 @@ TEST(Launch, RanksDieWithTheLauncher) {
   const std::string rank_script =
       "trap 'touch died.$RANK; exit 0' TERM; touch ready.$RANK; while :; do sleep 0.05; done";
   const std::string driver =
-      "cd " + quote(temp.path()) + " && (" + quote(MOETUNE_CLI_PATH) + " launch --nproc 2 --exec /bin/sh -- -c " +
+      "cd " + quote(temp.path()) + " && (" + quote(test_util::cli_path()) + " launch --nproc 2 --exec /bin/sh -- -c " +
       quote(rank_script) +
       " & pid=$!; i=0; while [ ! -e ready.0 ] || [ ! -e ready.1 ]; do sleep 0.05; i=$((i+1)); [ $i -gt 400 ] && break; done; "
       "kill -KILL $pid; wait $pid; "

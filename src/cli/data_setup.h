@@ -1,0 +1,65 @@
+// Why: `moetune train` and `moetune eval` read data the same way — token ids (train/data.h), or text, prompt/completion
+// and chat JSONL tokenized with the model's tokenizer into the dataset cache and batched padded or packed
+// (src/dataset/) — so the options that describe the data are declared here once, validated once, and turned into batch
+// streams here for both commands.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "dataset/text_dataset.h"
+#include "model/config.h"
+#include "train/data.h"
+
+namespace moetune::cli {
+
+// The data options both commands take: --format, --tokenizer, --chat-template-args, --packing, --bad-samples,
+// --long-samples, --truncate-long, --cache, --threads.
+std::vector<Option> data_options();
+
+// Usage checks of the data options (UsageError naming `command`, e.g. "moetune eval"), before anything is read.
+void check_data_args(const Args& args, const std::string& command);
+
+// Held-out data: a fresh, unshuffled stream of its rows (every sample in exactly one row of the first `rows`), and how
+// many rows and samples it has.
+struct EvalSource {
+  std::function<std::unique_ptr<BatchStream>()> stream;
+  size_t rows = 0;
+  size_t samples = 0;
+};
+
+// The training and validation data of a run: token ids (TokenDataset, the demo corpus) or text/instruction/chat data
+// tokenized into a dataset cache (TextDataset).
+struct RunData {
+  std::string train_path;
+  std::unique_ptr<TokenDataset> tokens;          // --format tokens
+  std::unique_ptr<TokenDataset> eval_tokens;
+  std::unique_ptr<TextDataset> text;             // text, prompt, chat, or a cache file
+  std::unique_ptr<TextDataset> eval_text;        // --eval-data of those formats
+  std::unique_ptr<BatchStream> stream;           // training batches
+  std::optional<EvalSource> eval;
+  double epoch_fill = -1.0;                      // real tokens / slots of the first epoch's rows (text data)
+  size_t rows_per_epoch = 0;
+};
+
+// `moetune train`'s data: --data (or the generated demo corpus, written into `output`), and --eval-data or the
+// --val-fraction split.
+RunData load_run_data(const Args& args, const ModelConfig& config, const std::filesystem::path& output, int batch_size,
+                      int seq_len, uint64_t seed);
+
+// `moetune eval`'s data: --data read whole as held-out data, every sample once, in file order.
+struct EvalData {
+  std::unique_ptr<TokenDataset> tokens;  // token ids
+  std::unique_ptr<TextDataset> text;     // text, prompt, chat, or a cache file
+  EvalSource source;
+};
+EvalData load_eval_data(const Args& args, const ModelConfig& config, int batch_size, int seq_len);
+
+}  // namespace moetune::cli
