@@ -1,9 +1,10 @@
 // Why: how fast a Hugging Face checkpoint goes from disk into moetune, measured the way tools/hf_check/load_speed.py
 // compares it with the disk and with Transformers: the streaming loader (io/streaming_loader.h) on a model folder, into
-// the fp32 host arena (what `moetune train` does today) or into a per-worker scratch buffer ("discard": read + convert
-// only, the cost a GPU staging sink would pay on the host). Prints progress on stderr and one JSON line on stdout.
+// the fp32 host arena (the CPU engine's destination), into the GPU ("gpu": bf16 through pinned staging buffers, what
+// `moetune train --device cuda` does; timed until the last copy has landed), or into a per-worker scratch buffer
+// ("discard": read + convert only). Prints progress on stderr and one JSON line on stdout.
 //
-//   load_benchmark MODEL_DIR [--threads N] [--sink arena|discard] [--repeat K] [--ep-ranks W]
+//   load_benchmark MODEL_DIR [--threads N] [--sink arena|gpu|discard] [--repeat K] [--ep-ranks W]
 //     --threads   worker threads (default min(8, hardware threads))
 //     --repeat    loads K times; reports each and the best (the first may come from disk, later ones from the page cache)
 //     --ep-ranks  load as rank 0 of W expert-parallel ranks (experts e with e % W == 0)
@@ -22,6 +23,11 @@
 #include "io/streaming_loader.h"
 #include "model/config.h"
 #include "model/weights.h"
+
+#ifdef MOETUNE_HAVE_CUDA
+#include "gpu/gpu_loader.h"
+#include "ops/cuda/device_buffer.h"
+#endif
 
 namespace {
 
@@ -50,7 +56,7 @@ double peak_rss_gb() {
 }
 
 [[noreturn]] void usage(const char* message) {
-  std::fprintf(stderr, "load_benchmark: %s\nusage: load_benchmark MODEL_DIR [--threads N] [--sink arena|discard] "
+  std::fprintf(stderr, "load_benchmark: %s\nusage: load_benchmark MODEL_DIR [--threads N] [--sink arena|gpu|discard] "
                "[--repeat K] [--ep-ranks W]\n", message);
   std::exit(2);
 }
@@ -72,13 +78,20 @@ int main(int argc, char** argv) {
     else if (flag == "--sink") sink_name = value;
     else usage(("unknown option " + flag).c_str());
   }
-  if (sink_name != "arena" && sink_name != "discard") usage("--sink is arena or discard");
+  if (sink_name != "arena" && sink_name != "discard" && sink_name != "gpu") usage("--sink is arena, gpu or discard");
+#ifndef MOETUNE_HAVE_CUDA
+  if (sink_name == "gpu") usage("--sink gpu needs a moetune built with CUDA");
+#endif
 
   try {
     const ModelConfig config = load_config(folder);
     const ParamLayout layout(config);
     std::vector<float> arena;
     if (sink_name == "arena") arena.assign(layout.total_floats(), 0.0f);  // allocated and touched before timing
+#ifdef MOETUNE_HAVE_CUDA
+    cuda::DeviceBuffer<cuda::bf16> device_params;
+    if (sink_name == "gpu") device_params = cuda::DeviceBuffer<cuda::bf16>(layout.total_floats());
+#endif
     LoadOptions options;
     options.threads = threads;
     if (ep_ranks > 1) options.owns_expert = [ep_ranks](int, int expert) { return expert % ep_ranks == 0; };
@@ -87,11 +100,12 @@ int main(int argc, char** argv) {
     LoadReport best;
     for (int r = 0; r < repeat; ++r) {
       std::unique_ptr<TensorSink> sink;
-      if (sink_name == "arena")
-        sink = std::make_unique<HostF32Sink>(arena.data());
-      else
-        sink = std::make_unique<DiscardSink>();
-      const LoadReport report = stream_hf_weights(folder, config, layout, *sink, options);
+      if (sink_name == "arena") sink = std::make_unique<HostF32Sink>(arena.data());
+#ifdef MOETUNE_HAVE_CUDA
+      else if (sink_name == "gpu") sink = std::make_unique<cuda::GpuBf16Sink>(device_params.data());
+#endif
+      else sink = std::make_unique<DiscardSink>();
+      const LoadReport report = stream_hf_weights(folder, config, layout, *sink, options);  // the GPU sink's end() waits
       std::fprintf(stderr, "load %d/%d: %s\n", r + 1, repeat, format_load_summary(report.bytes_read, report.seconds).c_str());
       runs.push_back({{"seconds", report.seconds}, {"gb_per_s", report.gb_per_s()}});
       if (r == 0 || report.seconds < best.seconds) best = report;

@@ -52,6 +52,8 @@ Args bench_args() {
                   {"dp", "N", "0", "data parallelism over N groups (0: the processes / --ep)"},
                   {"expert-capacity", "X", "0", "with --ep: rows a GPU's experts can take, in multiples of the rows "
                                                 "it routes (0: the worst case, --ep)"},
+                  {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or "
+                                                       "one kernel writing into the owner's buffers over NVLink"},
                   {"json", "FILE", "", "also write the results as JSON to FILE (rank 0)"},
               });
 }
@@ -149,6 +151,9 @@ int bench_command(int argc, char** argv) {
     gpu.expert_group = layout.ep > 1 ? &comms.ep : nullptr;
     gpu.expert_replicas = &comms.dp;
     gpu.expert_capacity = args.number("expert-capacity");
+    const std::string exchange = args.text("ep-exchange");
+    if (exchange != "nccl" && exchange != "nvlink") throw UsageError{"moetune bench: --ep-exchange must be nccl or nvlink"};
+    gpu.expert_exchange = exchange == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
   }
   cuda::GpuTrainer trainer(config, nullptr, options, gpu, batch_size, seq_len);
   if (trainer.engine().recompute() != recompute)
@@ -184,8 +189,8 @@ int bench_command(int argc, char** argv) {
               config.architecture.c_str(), config.num_layers, ParamLayout(full_config).parameter_count() / 1e9,
               trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
   if (group.world_size > 1)
-    std::printf("parallel     %d GPUs: EP %d x DP %d; tokens/s, TFLOP/s and memory below are per GPU\n",
-                group.world_size, layout.ep, layout.dp);
+    std::printf("parallel     %d GPUs: EP %d x DP %d (exchange %s); tokens/s, TFLOP/s and memory below are per GPU\n",
+                group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str());
   const bool own_gemm = trainer.engine().grouped_gemm_backend() == cuda::GroupedGemmBackend::Moetune;
   std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, recompute %s, "
               "loss %.4f\n",
@@ -211,7 +216,7 @@ int bench_command(int argc, char** argv) {
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
                                    {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", own_gemm ? "moetune" : "cublas"}, {"recompute", recompute},
-                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp},
+                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"ep_exchange", args.text("ep-exchange")},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 namespace {
 
 TextDataOptions text_data_options(const Args& args, const std::string& data, DataFormat format,
-                                  const std::string& command) {
+                                  const std::string& command, bool speaker = true) {
   TextDataOptions options;
   options.data = data;
   options.format = format;
@@ -31,7 +31,7 @@ TextDataOptions text_data_options(const Args& args, const std::string& data, Dat
   options.cache = args.text("cache");
   options.build.threads = static_cast<int>(args.integer("threads"));
   options.build.skip_bad = args.text("bad-samples") == "skip";
-  options.build.progress = ::isatty(STDERR_FILENO) != 0;
+  options.build.progress = speaker && ::isatty(STDERR_FILENO) != 0;
   return options;
 }
 
@@ -62,6 +62,16 @@ EvalSource sample_source(const SampleSet* set, int batch_size, bool packing, int
                       return std::make_unique<SequenceSampler>(*set, batch_size, 0, false, packing, pad);
                     },
                     rows, set->size()};
+}
+
+// The same held-out rows seen by a multi-GPU run: `source` cuts global batches of world x batch_size rows, and each
+// stream it makes gives this rank's rows of them.
+EvalSource for_rank(EvalSource source, const RankPlace& place, int batch_size) {
+  if (place.world == 1) return source;
+  source.stream = [global = std::move(source.stream), place, batch_size] {
+    return std::make_unique<RankRows>(global(), place.rank, place.world, batch_size);
+  };
+  return source;
 }
 
 }  // namespace
@@ -103,8 +113,16 @@ void check_data_args(const Args& args, const std::string& command) {
 }
 
 RunData load_run_data(const Args& args, const ModelConfig& config, const fs::path& output, int batch_size, int seq_len,
-                      uint64_t seed) {
+                      uint64_t seed, const RankPlace& place) {
   RunData data;
+  const int global_batch = batch_size * place.world;  // rows per step over every rank
+  // This rank's rows of the global stream (itself on one process).
+  auto for_this_rank = [&](std::unique_ptr<BatchStream> global) -> std::unique_ptr<BatchStream> {
+    if (place.world == 1) return global;
+    auto rows = std::make_unique<RankRows>(std::move(global), place.rank, place.world, batch_size);
+    data.rank_rows = rows.get();
+    return rows;
+  };
   const DataFormat requested = parse_data_format(args.text("format"));
   const bool packing = args.text("packing") == "on";
   const bool shuffle = args.text("shuffle") == "on";
@@ -119,13 +137,17 @@ RunData load_run_data(const Args& args, const ModelConfig& config, const fs::pat
     const std::vector<int32_t> corpus = generate_demo_tokens(config.vocab_size, 400000, 1234);
     const size_t held_out = corpus.size() / 10;
     train_path = (output / "train_tokens.bin").string();
-    write_token_file(train_path, std::vector<int32_t>(corpus.begin(), corpus.end() - static_cast<long>(held_out)));
+    if (place.writer)
+      write_token_file(train_path, std::vector<int32_t>(corpus.begin(), corpus.end() - static_cast<long>(held_out)));
     if (eval_path.empty()) {
       eval_path = (output / "eval_tokens.jsonl").string();
-      write_token_jsonl(eval_path, std::vector<int32_t>(corpus.end() - static_cast<long>(held_out), corpus.end()), seq_len);
+      if (place.writer)
+        write_token_jsonl(eval_path, std::vector<int32_t>(corpus.end() - static_cast<long>(held_out), corpus.end()),
+                          seq_len);
     }
-    std::fprintf(stderr, "data: generated demo corpus, %zu training tokens -> %s\n", corpus.size() - held_out,
-                 train_path.c_str());
+    if (place.speaker)
+      std::fprintf(stderr, "data: generated demo corpus, %zu training tokens -> %s\n", corpus.size() - held_out,
+                   train_path.c_str());
   }
   data.train_path = train_path;
 
@@ -135,44 +157,50 @@ RunData load_run_data(const Args& args, const ModelConfig& config, const fs::pat
       throw UsageError{"moetune train: --val-fraction needs text, prompt or chat data (give token ids --eval-data)"};
     const DataOptions data_options = token_data_options(args, config, seq_len);
     data.tokens = std::make_unique<TokenDataset>(TokenDataset::load(train_path, data_options));
-    if (data.tokens->size() < static_cast<size_t>(batch_size))
+    if (data.tokens->size() < static_cast<size_t>(global_batch))
       fail(train_path, ": ", data.tokens->size(), " sequences of ", seq_len, " tokens, fewer than one batch of ",
-           batch_size);
-    data.stream = std::make_unique<BatchSampler>(*data.tokens, batch_size, seed, shuffle);
+           global_batch);
+    data.stream = for_this_rank(std::make_unique<BatchSampler>(*data.tokens, global_batch, seed, shuffle));
     data.rows_per_epoch = data.tokens->size();
     if (!eval_path.empty()) {
       data.eval_tokens = std::make_unique<TokenDataset>(TokenDataset::load(eval_path, data_options));
-      data.eval = token_source(data.eval_tokens.get(), batch_size);
+      data.eval = for_rank(token_source(data.eval_tokens.get(), global_batch), place, batch_size);
     }
     return data;
   }
 
   const SampleSetOptions sets = sample_set_options(args, config, seq_len, args.number("val-fraction"), seed);
-  data.text = TextDataset::open(text_data_options(args, train_path, requested, "moetune train"));
+  data.text = TextDataset::open(text_data_options(args, train_path, requested, "moetune train", place.speaker));
   data.text->select(sets);
-  for (const std::string& line : data.text->describe()) std::fprintf(stderr, "%s\n", line.c_str());
-  auto sampler = std::make_unique<SequenceSampler>(data.text->train(), batch_size, seed, shuffle, packing,
+  if (place.speaker)
+    for (const std::string& line : data.text->describe()) std::fprintf(stderr, "%s\n", line.c_str());
+  auto sampler = std::make_unique<SequenceSampler>(data.text->train(), global_batch, seed, shuffle, packing,
                                                    data.text->pad_id());
   data.epoch_fill = sampler->fill();
   data.rows_per_epoch = sampler->rows_in_epoch();
-  std::fprintf(stderr, "data: %s, %zu rows of %d tokens per epoch, efficiency %.1f%% (real tokens / slots)\n",
-               packing ? "packing on" : "one sample per row (padding)", data.rows_per_epoch, seq_len,
-               100.0 * data.epoch_fill);
-  if (data.rows_per_epoch < static_cast<size_t>(batch_size))
-    fail(train_path, ": ", data.rows_per_epoch, " rows of ", seq_len, " tokens, fewer than one batch of ", batch_size);
-  data.stream = std::move(sampler);
+  if (place.speaker)
+    std::fprintf(stderr, "data: %s, %zu rows of %d tokens per epoch, efficiency %.1f%% (real tokens / slots)\n",
+                 packing ? "packing on" : "one sample per row (padding)", data.rows_per_epoch, seq_len,
+                 100.0 * data.epoch_fill);
+  if (data.rows_per_epoch < static_cast<size_t>(global_batch))
+    fail(train_path, ": ", data.rows_per_epoch, " rows of ", seq_len, " tokens, fewer than one batch of ",
+         global_batch);
+  data.stream = for_this_rank(std::move(sampler));
 
   const SampleSet* validation = data.text->validation();
   if (!eval_path.empty()) {
     if (validation) throw UsageError{"moetune train: give --val-fraction or --eval-data, not both"};
-    data.eval_text = TextDataset::open(text_data_options(args, eval_path, requested, "moetune train"));
+    data.eval_text =
+        TextDataset::open(text_data_options(args, eval_path, requested, "moetune train", place.speaker));
     SampleSetOptions eval_sets = sets;
     eval_sets.val_fraction = 0;
     data.eval_text->select(eval_sets);
-    for (const std::string& line : data.eval_text->describe()) std::fprintf(stderr, "eval %s\n", line.c_str());
+    if (place.speaker)
+      for (const std::string& line : data.eval_text->describe()) std::fprintf(stderr, "eval %s\n", line.c_str());
     validation = &data.eval_text->train();
   }
-  if (validation) data.eval = sample_source(validation, batch_size, packing, data.text->pad_id());
+  if (validation)
+    data.eval = for_rank(sample_source(validation, global_batch, packing, data.text->pad_id()), place, batch_size);
   return data;
 }
 

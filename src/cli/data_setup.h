@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/rank_slices.h"
 #include "dataset/text_dataset.h"
 #include "model/config.h"
 #include "train/data.h"
@@ -43,16 +44,28 @@ struct RunData {
   std::unique_ptr<TokenDataset> eval_tokens;
   std::unique_ptr<TextDataset> text;             // text, prompt, chat, or a cache file
   std::unique_ptr<TextDataset> eval_text;        // --eval-data of those formats
-  std::unique_ptr<BatchStream> stream;           // training batches
+  std::unique_ptr<BatchStream> stream;           // training batches (this rank's rows)
+  const RankRows* rank_rows = nullptr;           // `stream` itself when the world has more than one rank
   std::optional<EvalSource> eval;
   double epoch_fill = -1.0;                      // real tokens / slots of the first epoch's rows (text data)
   size_t rows_per_epoch = 0;
 };
 
+// This process's place in a multi-GPU run (one process per GPU): every rank reads the same data and cache, the
+// streams cut global batches of world x batch_size rows, and rank r trains and evaluates rows [r*B, (r+1)*B) of each
+// (cli/rank_slices.h RankRows). Only the writer writes files (the demo corpus) and only the speaker prints: run rank 0
+// first, then the others once it is done (they then find the demo corpus and a built cache).
+struct RankPlace {
+  int rank = 0, world = 1;
+  bool writer = true;   // writes the generated demo corpus
+  bool speaker = true;  // prints what it read
+};
+
 // `moetune train`'s data: --data (or the generated demo corpus, written into `output`), and --eval-data or the
-// --val-fraction split.
+// --val-fraction split. batch_size: rows per rank; RunData::stream and the eval streams give this rank's rows,
+// RunData::rank_rows (world > 1) the global batch's token count; rows_per_epoch and EvalSource::rows count all rows.
 RunData load_run_data(const Args& args, const ModelConfig& config, const std::filesystem::path& output, int batch_size,
-                      int seq_len, uint64_t seed);
+                      int seq_len, uint64_t seed, const RankPlace& place = {});
 
 // `moetune eval`'s data: --data read whole as held-out data, every sample once, in file order.
 struct EvalData {

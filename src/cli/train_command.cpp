@@ -12,6 +12,12 @@
 // With --device cuda and --model, the checkpoint streams straight to the GPU (no fp32 host copy of the model); a host
 // fp32 copy is made only to write checkpoints and the final model (train/train_state.h and io/hf_checkpoint.h take
 // whole fp32 parameter buffers).
+// Several GPUs (one process each: moetune launch, torchrun, srun, mpirun; docs/PARALLEL.md): --ep/--dp lay the ranks
+// out, each rank loads its experts and trains its rows of every global batch (world x --batch-size rows, data_setup.h),
+// the GPU trainer sums gradients and losses over the right ranks, and rank 0 alone prints, logs and writes: the weights
+// and moments of every expert are gathered to it (expert_gather.h) and it writes the one full checkpoint with the
+// single-process writers, while the other ranks wait at a barrier. A checkpoint records the global batch, so it resumes
+// on any number of GPUs (each rank cutting its experts out of the full state) or on the CPU.
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,7 +38,11 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/data_setup.h"
+#include "cli/expert_gather.h"
+#include "cli/rank_slices.h"
 #include "core/error.h"
+#include "parallel/expert_shard.h"
+#include "parallel/topology.h"
 #include "train/data.h"
 #include "train/metrics.h"
 #include "train/train_state.h"
@@ -40,6 +50,7 @@
 
 #ifdef MOETUNE_HAVE_CUDA
 #include "gpu/gpu_trainer.h"
+#include "parallel/nccl_comm.h"
 #endif
 
 namespace moetune::cli {
@@ -62,7 +73,8 @@ std::vector<Option> train_options() {
     {"epochs", "N", "0", "train for N passes over the training samples (sets --steps; 0: use --steps)"},
     {"output", "DIR", "runs/train", "output folder"},
     {"steps", "N", "600", "optimizer steps"},
-    {"batch-size", "N", "8", "sequences per micro-batch"},
+    {"batch-size", "N", "8", "sequences per micro-batch on each GPU: a run of W processes trains W x N sequences per "
+                            "micro-batch (rank r the r-th N of each)"},
     {"seq-len", "N", "128", "tokens per sequence"},
     {"grad-accum", "N", "1", "micro-batches per optimizer step"},
     {"lr", "X", "3e-3", "peak learning rate"},
@@ -89,6 +101,13 @@ std::vector<Option> train_options() {
     {"grouped-gemm", "moetune|cublas", "moetune", "GPU: implementation of the experts' grouped GEMMs"},
     {"recompute", "on|off", "off", "GPU: per-layer activation recompute (keep only each layer's input; less memory, "
                                    "one more forward per layer)"},
+    {"ep", "N", "1", "expert parallelism: experts split over N GPUs (one process per GPU: moetune launch --nproc, "
+                     "torchrun, srun or mpirun; --device cuda)"},
+    {"dp", "N", "0", "data parallelism over N groups of --ep GPUs (0: the processes / --ep)"},
+    {"expert-capacity", "X", "0", "with --ep: rows a GPU's experts can take, in multiples of the rows it routes (0: "
+                                  "the worst case, --ep)"},
+    {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or one kernel "
+                                           "writing into the owner's buffers over NVLink"},
     {"save-every", "N", "0", "steps between checkpoints OUTPUT/checkpoints/step-N (weights, optimizer "
                              "state, data position; for --resume); 0: off. SIGINT/SIGTERM always write one"},
     {"keep-last", "K", "3", "checkpoints kept, older ones deleted once a new one is complete; 0: all"},
@@ -133,15 +152,66 @@ void prepare_output(const fs::path& output) {
   fs::remove(probe);
 }
 
+// This process's place in the run: one process (the CPU engine, or one GPU), or a rank of several GPUs with its
+// EP x DP layout, its communicators and its block of experts.
+class RunPlace {
+ public:
+  RunPlace(const parallel::ProcessGroupInfo& group, int ep, int dp, const ModelConfig& config)
+      : group_(group), layout_(parallel::make_parallel_layout(ep, dp, group, config.num_experts)), full_(config),
+        local_(config) {
+    if (layout_.ep > 1) {
+      const parallel::ExpertRange range = layout_.owned_experts(group.rank);
+      local_ = parallel::expert_shard_config(config, range.begin, range.count());
+    }
+#ifdef MOETUNE_HAVE_CUDA
+    if (world() > 1) comms_ = parallel::ep_dp_comms(parallel::NcclComm::world(group), layout_);
+#else
+    if (world() > 1) fail("this moetune was built without CUDA; a run of several processes needs --device cuda");
+#endif
+  }
+  bool rank0() const { return group_.rank == 0; }
+  int rank() const { return group_.rank; }
+  int world() const { return group_.world_size; }
+  const parallel::ParallelLayout& layout() const { return layout_; }
+  const ModelConfig& full_config() const { return full_; }
+  const ModelConfig& local_config() const { return local_; }  // this rank's experts (the full config without EP)
+  // Returns once every rank got here (at once with one process).
+  void barrier() const {
+#ifdef MOETUNE_HAVE_CUDA
+    if (world() > 1) cli::barrier(comms_.world);
+#endif
+  }
+  // The stop signal any rank caught (the largest number), so that every rank stops after the same step.
+  int agreed_signal(int caught) const {
+#ifdef MOETUNE_HAVE_CUDA
+    if (world() > 1) return max_over_ranks(comms_.world, caught);
+#endif
+    return caught;
+  }
+#ifdef MOETUNE_HAVE_CUDA
+  const parallel::EpDpComms& comms() const { return comms_; }
+#endif
+
+ private:
+  parallel::ProcessGroupInfo group_;
+  parallel::ParallelLayout layout_;
+  ModelConfig full_, local_;
+#ifdef MOETUNE_HAVE_CUDA
+  parallel::EpDpComms comms_;  // world > 1 only
+#endif
+};
+
 // The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the calls the loop needs.
 class Runner {
  public:
   virtual ~Runner() = default;
   virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
   virtual LossParts evaluate(const Batch& batch) = 0;
-  // The trained fp32 parameters (layout order) into `model`'s buffer.
-  virtual void copy_parameters_to(Model& model) = 0;
-  // The optimizer state for a checkpoint, and its import when resuming.
+  // The trained fp32 parameters (the full layout) into `model`'s buffer. Several GPUs: every rank calls it (it
+  // gathers the experts), and only rank 0 passes a model (nullptr elsewhere).
+  virtual void copy_parameters_to(Model* model) = 0;
+  // The optimizer state for a checkpoint (full layout; several GPUs: every rank calls it, rank 0 gets it, the others
+  // an empty state), and its import when resuming (full layout; each rank keeps its experts).
   virtual TrainState state() = 0;
   virtual void load_state(TrainState state) = 0;
 };
@@ -152,8 +222,8 @@ class CpuRunner : public Runner {
       : model_(model), trainer_(model, options, batch_size, seq_len) {}
   StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
   LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
-  void copy_parameters_to(Model& model) override {  // trains the model's own buffer
-    if (&model != &model_) std::copy(model_.params(), model_.params() + model_.buffer_size(), model.params());
+  void copy_parameters_to(Model* model) override {  // trains the model's own buffer
+    if (model != &model_) std::copy(model_.params(), model_.params() + model_.buffer_size(), model->params());
   }
   TrainState state() override { return trainer_.state(); }
   void load_state(TrainState state) override { trainer_.load_state(std::move(state)); }
@@ -166,42 +236,99 @@ class CpuRunner : public Runner {
 #ifdef MOETUNE_HAVE_CUDA
 class GpuRunner : public Runner {
  public:
-  // host_params: fp32 parameters to start from (exact master weights), or nullptr to stream `model_folder` to the GPU.
-  GpuRunner(const ModelConfig& config, const float* host_params, const std::string& model_folder,
+  // host_params: fp32 parameters of the full layout to start from (exact master weights), or nullptr to stream
+  // `model_folder` to the GPU (this rank's experts only).
+  GpuRunner(const RunPlace& place, const float* host_params, const std::string& model_folder,
             const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
-      : trainer_(config, host_params, options, gpu, batch_size, seq_len) {
+      : place_(place),
+        sharded_(place.layout().ep > 1),
+        trainer_(place.local_config(),
+                 sharded_ && host_params ? shard_of(host_params).data() : host_params, options, gpu, batch_size,
+                 seq_len) {
+    std::vector<float>().swap(shard_params_);  // uploaded
+    if (sharded_)
+      for (int q = 0; q < place.layout().ep; ++q) {
+        const parallel::ExpertRange range = place.layout().owned_experts(q);
+        runs_by_rank_.push_back(shard_runs(place.full_config(),
+                                           parallel::expert_shard_config(place.full_config(), range.begin, range.count())));
+      }
     if (!host_params) {
       LoadOptions load;
-      load.progress = ::isatty(STDERR_FILENO) != 0;
+      load.progress = place.rank0() && ::isatty(STDERR_FILENO) != 0;
       const LoadReport report = trainer_.load_checkpoint(model_folder, load);
-      std::fprintf(stderr, "loaded %s to the GPU: %.2f GB in %.1f s (%.2f GB/s)\n", model_folder.c_str(),
-                   static_cast<double>(report.bytes_read) / 1e9, report.seconds, report.gb_per_s());
+      if (place.rank0())
+        std::fprintf(stderr, "loaded %s to the GPU%s: %.2f GB in %.1f s (%.2f GB/s)\n", model_folder.c_str(),
+                     sharded_ ? " (rank 0's experts)" : "", static_cast<double>(report.bytes_read) / 1e9,
+                     report.seconds, report.gb_per_s());
     }
   }
   StepStats step(const std::vector<Batch>& micro_batches) override {
     if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
-    return trainer_.step(micro_batches.front());
+    StepStats stats = trainer_.step(micro_batches.front());
+    stats.tokens *= place_.world();  // every rank trained as many
+    return stats;
   }
   LossParts evaluate(const Batch& batch) override {
-    const cuda::GpuLoss loss = trainer_.evaluate(batch);
+    const cuda::GpuLoss loss = trainer_.evaluate(batch);  // summed over the ranks
     return {loss.ce_sum, loss.counted, loss.aux};
   }
-  void copy_parameters_to(Model& model) override {
+  // Several GPUs: the ranks of the first EP group hold every expert once; they take part, the others have nothing to
+  // add (their replicas are the same).
+  void copy_parameters_to(Model* model) override {
+    if (!gathers()) return;
     const std::vector<float> params = trainer_.download_params();
-    std::copy(params.begin(), params.end(), model.params());
+    if (sharded_) gather_expert_shards(place_.comms().ep, runs_by_rank_, params, model ? model->params() : nullptr);
+    else if (model) std::copy(params.begin(), params.end(), model->params());
   }
-  TrainState state() override { return trainer_.export_state(); }
-  void load_state(TrainState state) override { trainer_.import_state(state); }
+  TrainState state() override {
+    if (!gathers()) return {};
+    TrainState local = trainer_.export_state();
+    if (!sharded_) return place_.rank0() ? local : TrainState{};
+    TrainState full;
+    full.step = local.step;
+    const size_t total = ParamLayout(place_.full_config()).total_floats();
+    if (place_.rank0()) {
+      full.exp_avg.assign(total, 0.0f);
+      full.exp_avg_sq.assign(total, 0.0f);
+    }
+    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg, place_.rank0() ? full.exp_avg.data() : nullptr);
+    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg_sq,
+                         place_.rank0() ? full.exp_avg_sq.data() : nullptr);
+    return full;
+  }
+  void load_state(TrainState state) override {
+    if (!sharded_) return trainer_.import_state(state);
+    TrainState local;
+    local.step = state.step;
+    const size_t size = trainer_.layout().total_floats();
+    local.exp_avg = slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg.data(), size);
+    local.exp_avg_sq =
+        slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg_sq.data(), size);
+    state = TrainState{};  // the full moments are no longer needed
+    trainer_.import_state(local);
+  }
 
  private:
+  bool gathers() const { return place_.layout().dp_rank(place_.rank()) == 0; }
+  // This rank's experts of a full-layout arena (kept alive until the trainer has uploaded it).
+  const std::vector<float>& shard_of(const float* full) {
+    const ModelConfig& local = place_.local_config();
+    shard_params_ = slice_to_shard(shard_runs(place_.full_config(), local), full, ParamLayout(local).total_floats());
+    return shard_params_;
+  }
+
+  const RunPlace& place_;
+  bool sharded_;
+  std::vector<float> shard_params_;                // (local layout) the starting weights, until uploaded
   cuda::GpuTrainer trainer_;
+  std::vector<std::vector<ShardRun>> runs_by_rank_;  // EP rank -> its shard's runs (sharded_ only)
 };
 #endif
 
-// host: the model's fp32 parameters on the host, or nullptr (--device cuda with --model: the GPU trainer loads
-// --model itself).
-std::unique_ptr<Runner> make_runner(const Args& args, Model* host, const ModelConfig& config,
-                                    const TrainOptions& options, int batch_size, int seq_len) {
+// host: the model's fp32 parameters on the host (full layout), or nullptr (--device cuda with --model: the GPU trainer
+// loads --model itself).
+std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const TrainOptions& options,
+                                    int batch_size, int seq_len) {
   const std::string device = args.text("device");
   if (device == "cpu") return std::make_unique<CpuRunner>(*host, options, batch_size, seq_len);
 #ifdef MOETUNE_HAVE_CUDA
@@ -213,7 +340,14 @@ std::unique_ptr<Runner> make_runner(const Args& args, Model* host, const ModelCo
   gpu.recompute = args.text("recompute") == "on";
   // A packed batch holds at most one document per token (the attention plans are built for that bound).
   if (args.text("packing") == "on") gpu.max_documents = batch_size * seq_len;
-  return std::make_unique<GpuRunner>(config, host ? host->params() : nullptr, args.text("model"), options, gpu,
+  if (place.world() > 1) {
+    gpu.world = &place.comms().world;
+    gpu.expert_group = place.layout().ep > 1 ? &place.comms().ep : nullptr;
+    gpu.expert_replicas = &place.comms().dp;
+    gpu.expert_capacity = args.number("expert-capacity");
+    gpu.expert_exchange = args.text("ep-exchange") == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
+  }
+  return std::make_unique<GpuRunner>(place, host ? host->params() : nullptr, args.text("model"), options, gpu,
                                      batch_size, seq_len);
 #else
   fail("this moetune was built without CUDA; --device cuda is not available");
@@ -285,14 +419,18 @@ class StopSignals {
 // --- resuming ---------------------------------------------------------------------------------------------------------
 
 // Options that may differ when resuming: they change where the run stops, what it writes and how it evaluates, not what
-// it trains. Every other option is the checkpoint's; given again with another value it is an error.
+// it trains. Every other option is the checkpoint's; given again with another value it is an error. --batch-size is
+// rows per GPU: a resumed run keeps the checkpoint's global batch (rows per micro-batch over every rank), split over
+// its own number of processes (resumed_batch_size).
 // The engine (device, precision recipe, fused optimizer step, grouped GEMMs) may change too: a checkpoint is
 // device-neutral, and changing the engine changes the numbers only within its precision.
 const std::set<std::string> kChangeableOnResume = {"steps",      "output",      "eval-data",  "eval-every",
                                                    "save-dtype", "save-layout", "save-every", "keep-last",
                                                    "resume",     "eval-batches", "threads",   "cache",
                                                    "epochs",     "device",      "recipe",     "fused-optimizer",
-                                                   "grouped-gemm", "recompute"};
+                                                   "grouped-gemm", "recompute",  "expert-capacity", "ep-exchange"};
+// Options of the launch rather than of the run: never taken from the checkpoint (a run resumes on any number of GPUs).
+const std::set<std::string> kPerLaunch = {"ep", "dp"};
 const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output", "tokenizer"};
 
 std::string absolute_path(const std::string& path) {
@@ -339,9 +477,28 @@ std::string run_folder_of(const std::string& step_folder) {
   return folder.parent_path().filename() == "checkpoints" ? folder.parent_path().parent_path().string() : "";
 }
 
+// --batch-size of a run resumed on `world` processes: the checkpoint's global batch (CheckpointRecord::batch_size, rows
+// per micro-batch over every rank) split evenly over them.
+std::string resumed_batch_size(const Args& given, const LoadedCheckpoint& checkpoint, int world) {
+  const long global = checkpoint.record.batch_size;
+  if (given.given("batch-size")) {
+    const long rows = given.integer("batch-size");
+    if (rows * world != global)
+      throw UsageError{str("moetune train: --batch-size ", rows, " on ", world, world == 1 ? " process" : " processes",
+                           " is ", rows * world, " rows per micro-batch, but the checkpoint ", checkpoint.folder,
+                           " trained with ", global, "; leave --batch-size out when resuming")};
+    return given.text("batch-size");
+  }
+  if (global % world != 0)
+    throw UsageError{str("moetune train: the checkpoint ", checkpoint.folder, " trained with ", global,
+                         " rows per micro-batch, which ", world, " processes cannot share evenly; resume on a number "
+                         "of GPUs that divides ", global)};
+  return std::to_string(global / world);
+}
+
 // The options of a resumed run: the checkpoint's, with the given ones that may change (and --output defaulting to the
-// checkpoint's run folder), parsed as a command line of their own.
-Args resumed_args(const Args& given, const LoadedCheckpoint& checkpoint) {
+// checkpoint's run folder), parsed as a command line of their own. world: the processes of this run.
+Args resumed_args(const Args& given, const LoadedCheckpoint& checkpoint, int world) {
   const nlohmann::json& run = checkpoint.record.run;
   if (!run.contains("options") || !run["options"].is_object())
     fail(checkpoint.folder, "/", kTrainStateJson, ": field \"run.options\" is missing (not written by moetune train)");
@@ -353,7 +510,11 @@ Args resumed_args(const Args& given, const LoadedCheckpoint& checkpoint) {
     const bool recorded = saved.contains(option.name) && saved[option.name].is_string();
     const std::string saved_value = recorded ? saved[option.name].get<std::string>() : option.default_text;
     std::string value = saved_value;
-    if (given.given(option.name)) {
+    if (option.name == "batch-size") {
+      value = resumed_batch_size(given, checkpoint, world);
+    } else if (kPerLaunch.count(option.name)) {
+      value = given.given(option.name) ? given.text(option.name) : option.default_text;
+    } else if (given.given(option.name)) {
       value = option.value_name.empty() ? "1" : given.text(option.name);
       if (!kChangeableOnResume.count(option.name) && !same_value(option, value, saved_value))
         throw UsageError{str("moetune train: --", option.name, option.value_name.empty() ? "" : " " + value,
@@ -412,12 +573,17 @@ int train_command(int argc, char** argv) {
   Args args = train_args();
   if (!args.parse(argc, argv)) return 0;
 
+  // Who this process is: one of several (moetune launch, torchrun, srun, mpirun) or the only one.
+  const parallel::ProcessGroupInfo group = parallel::detect_process_group();
+  const int world = group.world_size;
+  const bool rank0 = group.rank == 0;  // the one that prints, logs and writes
+
   // --resume: the checkpoint (weights, optimizer state, record) is read and validated first, and its options become
-  // this run's (see resumed_args).
+  // this run's (see resumed_args). Every rank reads the whole checkpoint (host memory: 12 bytes per parameter).
   std::optional<LoadedCheckpoint> checkpoint;
   if (args.given("resume")) {
     checkpoint.emplace(load_checkpoint(args.text("resume")));
-    args = resumed_args(args, *checkpoint);
+    args = resumed_args(args, *checkpoint, world);
   }
   const long start_step = checkpoint ? checkpoint->record.step : 0;
 
@@ -449,6 +615,18 @@ int train_command(int argc, char** argv) {
   if (device != "cpu" && device != "cuda") throw UsageError{"moetune train: --device must be cpu or cuda"};
   if (args.text("recompute") != "on" && args.text("recompute") != "off")
     throw UsageError{"moetune train: --recompute must be on or off"};
+  const long ep = args.integer("ep"), dp = args.integer("dp");
+  if (ep < 1 || dp < 0 || args.number("expert-capacity") < 0)
+    throw UsageError{"moetune train: --ep must be >= 1, --dp and --expert-capacity >= 0"};
+  if (args.text("ep-exchange") != "nccl" && args.text("ep-exchange") != "nvlink")
+    throw UsageError{"moetune train: --ep-exchange must be nccl or nvlink"};
+  if (device == "cpu" && (world > 1 || ep > 1 || dp > 1))
+    throw UsageError{str("moetune train: ",
+                         world > 1 ? str(world, " processes (started by ", group.source, ")") : std::string("--ep/--dp"),
+                         " need --device cuda: the CPU engine trains in one process")};
+  if (world == 1 && (ep > 1 || dp > 1))
+    throw UsageError{str("moetune train: --ep ", ep, " --dp ", dp, " needs one process per GPU: start the run with "
+                         "`moetune launch --nproc N -- train ...` (or torchrun, srun, mpirun)")};
   // The step checks, once --steps is known (from --epochs it is known only once the data is read).
   auto check_steps = [&](long schedule_steps) {
     if (schedule != Schedule::Constant && steps > schedule_steps)
@@ -463,7 +641,7 @@ int train_command(int argc, char** argv) {
   const DType save_dtype = parse_save_dtype(args.text("save-dtype"), device);
   const ExpertLayout save_layout = parse_layout(args.text("save-layout"));
   const fs::path output = args.text("output");
-  prepare_output(output);
+  if (rank0) prepare_output(output);
 
   // The host fp32 copy of the model: the CPU engine trains it; the GPU one starts from it when there is one (the
   // built-in model, a resumed checkpoint: exact fp32 master weights) and streams --model to the device itself otherwise.
@@ -472,21 +650,36 @@ int train_command(int argc, char** argv) {
   else if (!args.given("model")) host.emplace(Model::from_config(builtin_tiny_config(), seed));
   else if (device == "cpu") host.emplace(Model::from_pretrained(args.text("model")));
   const ModelConfig config = host ? host->config() : load_config(args.text("model"));
-  std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
-               checkpoint ? checkpoint->folder.c_str()
-               : args.given("model") ? args.text("model").c_str()
-                                     : "built-in tiny MoE",
-               config.architecture.c_str(), ParamLayout(config).parameter_count(), config.num_layers,
-               config.num_experts, config.top_k);
+  if (rank0)
+    std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
+                 checkpoint ? checkpoint->folder.c_str()
+                 : args.given("model") ? args.text("model").c_str()
+                                       : "built-in tiny MoE",
+                 config.architecture.c_str(), ParamLayout(config).parameter_count(), config.num_layers,
+                 config.num_experts, config.top_k);
+  // Several GPUs: the layout, this rank's experts and the communicators (this selects the process's GPU).
+  const RunPlace place(group, static_cast<int>(ep), static_cast<int>(dp), config);
+  if (rank0 && world > 1)
+    std::fprintf(stderr, "parallel: %d GPUs, EP %d x DP %d, %d sequences per GPU (%d per micro-batch)\n", world,
+                 place.layout().ep, place.layout().dp, batch_size, batch_size * world);
 
-  RunData data = load_run_data(args, config, output, batch_size, seq_len, seed);
+  // Every rank reads the same data; rank 0 first (it writes the demo corpus or builds the dataset cache), the others
+  // once it has (they then read what it wrote).
+  RankPlace rank_place{group.rank, world, rank0, rank0};
+  std::optional<RunData> loaded;
+  if (rank0) loaded.emplace(load_run_data(args, config, output, batch_size, seq_len, seed, rank_place));
+  place.barrier();
+  if (!rank0) loaded.emplace(load_run_data(args, config, output, batch_size, seq_len, seed, rank_place));
+  RunData& data = *loaded;
   const std::string& train_path = data.train_path;
   BatchStream& sampler = *data.stream;
   if (steps_from_epochs) {
-    const size_t rows_per_step = static_cast<size_t>(batch_size) * static_cast<size_t>(grad_accum);
+    const size_t rows_per_step =
+        static_cast<size_t>(batch_size) * static_cast<size_t>(grad_accum) * static_cast<size_t>(world);
     steps = static_cast<long>((static_cast<size_t>(epochs) * data.rows_per_epoch + rows_per_step - 1) / rows_per_step);
-    std::fprintf(stderr, "steps: %ld (%ld epochs of %zu rows, %zu rows per step)\n", steps, epochs, data.rows_per_epoch,
-                 rows_per_step);
+    if (rank0)
+      std::fprintf(stderr, "steps: %ld (%ld epochs of %zu rows, %zu rows per step)\n", steps, epochs,
+                   data.rows_per_epoch, rows_per_step);
     check_steps(args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps);
   }
   const long schedule_steps = args.integer("schedule-steps") > 0 ? args.integer("schedule-steps") : steps;
@@ -507,13 +700,19 @@ int train_command(int argc, char** argv) {
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
   const std::string shuffle = args.text("shuffle");
-  std::unique_ptr<Runner> runner = make_runner(args, host ? &*host : nullptr, config, options, batch_size, seq_len);
+  std::unique_ptr<Runner> runner = make_runner(args, place, host ? &*host : nullptr, options, batch_size, seq_len);
+  if (!rank0) host.reset();  // only rank 0 writes; the others' weights live on their GPUs
   // The host model checkpoints and the final save write from (made on the first save when the GPU loaded --model; its
-  // random initialisation is overwritten at once).
-  auto host_model = [&]() -> Model& {
+  // random initialisation is overwritten at once). Several GPUs: every rank calls it (the experts are gathered), rank
+  // 0 gets the model and the others nullptr.
+  auto host_model = [&]() -> Model* {
+    if (!rank0) {
+      runner->copy_parameters_to(nullptr);
+      return nullptr;
+    }
     if (!host) host.emplace(Model::from_config(config, seed));
-    runner->copy_parameters_to(*host);
-    return *host;
+    runner->copy_parameters_to(&*host);
+    return &*host;
   };
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
   int64_t tokens_seen = 0;
@@ -526,7 +725,7 @@ int train_command(int argc, char** argv) {
       fail(train_path, ": ", sampler.dataset_size(), " training samples (sequences of ", seq_len,
            " tokens), but the checkpoint ", checkpoint->folder, " was trained on ", position.dataset_size,
            " (the data changed since)");
-    if (record.batch_size != batch_size || record.seq_len != seq_len || record.grad_accum != grad_accum ||
+    if (record.batch_size != batch_size * world || record.seq_len != seq_len || record.grad_accum != grad_accum ||
         position.seed != seed || position.shuffle != (shuffle == "on") || record.options.total_steps != schedule_steps)
       fail(checkpoint->folder, "/", kTrainStateJson, ": batch, sampler or schedule fields disagree with \"run.options\"");
     const nlohmann::json& run = record.run;
@@ -538,9 +737,11 @@ int train_command(int argc, char** argv) {
     tokens_seen = record.tokens_seen;
     elapsed_before = record.elapsed_s;
     const std::string run_folder = run_folder_of(checkpoint->folder);
-    for (const nlohmann::json& record_line :
-         restore_metrics(fs::path(run_folder.empty() ? output : fs::path(run_folder)) / "metrics.jsonl",
-                         output / "metrics.jsonl", start_step)) {
+    std::vector<nlohmann::json> restored;
+    if (rank0)
+      restored = restore_metrics(fs::path(run_folder.empty() ? output : fs::path(run_folder)) / "metrics.jsonl",
+                                 output / "metrics.jsonl", start_step);
+    for (const nlohmann::json& record_line : restored) {
       step_axis.push_back(record_line["step"].get<double>());
       losses.push_back(record_line.value("loss", std::nan("")));
       if (record_line.contains("eval_loss") && record_line["eval_loss"].is_number()) {
@@ -548,10 +749,12 @@ int train_command(int argc, char** argv) {
         eval_losses.push_back(record_line["eval_loss"].get<double>());
       }
     }
-    std::fprintf(stderr, "resumed at step %ld (epoch %ld, sample %zu of the data order); training to step %ld\n",
-                 start_step, static_cast<long>(position.epoch), position.position, steps);
+    if (rank0)
+      std::fprintf(stderr, "resumed at step %ld (epoch %ld, sample %zu of the data order); training to step %ld\n",
+                   start_step, static_cast<long>(position.epoch), position.position, steps);
   }
-  MetricsLog metrics((output / "metrics.jsonl").string(), checkpoint.has_value());
+  std::optional<MetricsLog> metrics;
+  if (rank0) metrics.emplace((output / "metrics.jsonl").string(), checkpoint.has_value());
 
   const nlohmann::json run_options = recorded_options(args, steps, schedule_steps);
   CheckpointWriteOptions write_options;
@@ -560,11 +763,13 @@ int train_command(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds_since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   long last_checkpoint = checkpoint ? start_step : -1;
+  // Collective on several GPUs: rank 0 writes and returns the folder, the others return "" once it is written.
   auto save_checkpoint = [&](long step) {
-    const Model& model = host_model();
+    const Model* model = host_model();
+    TrainState state = runner->state();
     CheckpointRecord record;
     record.options = options;
-    record.batch_size = batch_size;
+    record.batch_size = batch_size * world;  // the global micro-batch: the run resumes on any number of GPUs
     record.seq_len = seq_len;
     record.grad_accum = grad_accum;
     record.sampler = {sampler.epoch(), sampler.position(), seed, shuffle == "on", sampler.dataset_size()};
@@ -572,12 +777,17 @@ int train_command(int argc, char** argv) {
     record.elapsed_s = elapsed_before + seconds_since_start();
     record.run = {{"options", run_options}};
     if (data.text) record.run["data_cache_key"] = data.text->cache().key();
+    record.run["processes"] = world;
     last_checkpoint = step;
-    return write_checkpoint((output / "checkpoints").string(), model, runner->state(), record, write_options);
+    std::string folder;
+    if (model) folder = write_checkpoint((output / "checkpoints").string(), *model, state, record, write_options);
+    place.barrier();
+    return folder;
   };
 
   const int eval_batches = static_cast<int>(args.integer("eval-batches"));
-  ProgressLine progress(static_cast<int>(steps));
+  std::optional<ProgressLine> progress;
+  if (rank0) progress.emplace(static_cast<int>(steps));
   const StopSignals signals;
   for (long s = start_step; s < steps; ++s) {
     std::vector<Batch> micro;
@@ -585,9 +795,11 @@ int train_command(int argc, char** argv) {
     bool real_known = true;
     for (int m = 0; m < grad_accum; ++m) {
       micro.push_back(sampler.next());
-      real_known = real_known && micro.back().real_tokens >= 0;
-      step_real += micro.back().real_tokens;
-      step_slots += static_cast<int64_t>(micro.back().batch_size) * micro.back().seq_len;
+      // Several GPUs: the tokens of the whole global batch.
+      const int64_t real = data.rank_rows ? data.rank_rows->global_real_tokens() : micro.back().real_tokens;
+      real_known = real_known && real >= 0;
+      step_real += real;
+      step_slots += static_cast<int64_t>(micro.back().batch_size) * micro.back().seq_len * world;
     }
     const StepStats stats = runner->step(micro);
     tokens_seen += stats.tokens;
@@ -605,47 +817,59 @@ int train_command(int argc, char** argv) {
       record["packing_efficiency"] = static_cast<double>(step_real) / static_cast<double>(step_slots);
     }
     if (data.eval && (stats.step % eval_every == 0 || stats.step == steps)) {
-      const double eval_loss = mean_eval_loss(*runner, *data.eval, batch_size, eval_batches);
+      const double eval_loss = mean_eval_loss(*runner, *data.eval, batch_size * world, eval_batches);
       record["eval_loss"] = eval_loss;
       eval_axis.push_back(static_cast<double>(stats.step));
       eval_losses.push_back(eval_loss);
     }
-    metrics.write(record);
+    if (metrics) metrics->write(record);
     step_axis.push_back(static_cast<double>(stats.step));
     losses.push_back(stats.loss);
-    progress.update(static_cast<int>(stats.step), stats.loss, tokens_per_s,
-                    session_s / static_cast<double>(stats.step - start_step) * static_cast<double>(steps - stats.step));
+    if (progress)
+      progress->update(static_cast<int>(stats.step), stats.loss, tokens_per_s,
+                       session_s / static_cast<double>(stats.step - start_step) * static_cast<double>(steps - stats.step));
     if (save_every > 0 && (stats.step % save_every == 0 || stats.step == steps)) {
       const std::string folder = save_checkpoint(stats.step);
-      progress.finish();
-      std::fprintf(stderr, "checkpoint: %s\n", folder.c_str());
+      if (progress) {
+        progress->finish();
+        std::fprintf(stderr, "checkpoint: %s\n", folder.c_str());
+      }
     }
-    if (signals.caught() != 0) {
-      progress.finish();
-      const char* name = signals.caught() == SIGINT ? "SIGINT" : "SIGTERM";
-      write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis,
-                           eval_losses);
+    // Every rank stops after the same step, whichever of them caught the signal.
+    const int caught = place.agreed_signal(signals.caught());
+    if (caught != 0) {
+      if (progress) progress->finish();
+      const char* name = caught == SIGINT ? "SIGINT" : "SIGTERM";
+      if (rank0)
+        write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis,
+                             eval_losses);
       const std::string folder =
           last_checkpoint == stats.step ? (output / "checkpoints" / checkpoint_folder_name(stats.step)).string()
                                         : save_checkpoint(stats.step);
-      std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; checkpoint %s; continue with: "
-                   "moetune train --resume %s\n", name, stats.step, steps, folder.c_str(),
-                   (output / "checkpoints").c_str());
-      return 128 + signals.caught();
+      if (rank0)
+        std::fprintf(stderr, "moetune train: stopped by %s after step %ld of %ld; checkpoint %s; continue with: "
+                     "moetune train --resume %s\n", name, stats.step, steps, folder.c_str(),
+                     (output / "checkpoints").c_str());
+      return 128 + caught;
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
   const double elapsed = elapsed_before + seconds_since_start();
 
+  const Model* model = host_model();
+  if (!rank0) {
+    place.barrier();  // rank 0 has written the final model
+    return 0;
+  }
   write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
-  const Model& model = host_model();
   SaveOptions save;
   save.dtype = save_dtype;
   save.expert_layout = save_layout;
   // The tokenizer and generation files come from --model (a host model made for saving, or one read from a checkpoint
   // folder, may have none to copy).
   if (args.given("model") && fs::is_directory(args.text("model"))) save.copy_files_from = args.text("model");
-  model.save_pretrained((output / "final").string(), save);
+  model->save_pretrained((output / "final").string(), save);
+  place.barrier();
 
   const double packing_efficiency =
       slots_seen > 0 ? static_cast<double>(real_tokens_seen) / static_cast<double>(slots_seen) : std::nan("");
@@ -653,7 +877,8 @@ int train_command(int argc, char** argv) {
   const double final_loss = losses.empty() ? std::nan("") : losses.back();
   nlohmann::json summary = {
       {"model", args.given("model") ? args.text("model") : "built-in tiny MoE"}, {"data", train_path},
-      {"steps", steps}, {"batch_size", batch_size}, {"seq_len", seq_len}, {"grad_accum", grad_accum},
+      {"steps", steps}, {"batch_size", batch_size}, {"processes", world}, {"seq_len", seq_len},
+      {"grad_accum", grad_accum},
       {"first_loss", first_loss}, {"final_loss", final_loss}, {"elapsed_s", elapsed},
       {"tokens_per_s", tokens_seen / std::max(elapsed, 1e-9)}, {"checkpoint", (output / "final").string()}};
   if (checkpoint) summary["resumed_from"] = absolute_path(checkpoint->folder);

@@ -100,8 +100,8 @@ GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStre
     fail("the CUDA backend supports at most ", kMoeMaxExperts, " experts and top-", kMoeMaxTopK);
   layers_.resize(c.num_layers);
   b_ = std::make_unique<Buffers>();
-  const size_t expert_rows = expert_rows_capacity(c, tokens_, options);
-  size_t staging = 0;
+  ExpertSide expert_side;
+  expert_side.rows = expert_rows_capacity(c, tokens_, options);
   if (options.expert_comm && options.expert_comm->size() > 1) {
     if (options.expert_comm->size() != options.expert_ranks)
       fail("expert parallelism: expert_ranks (", options.expert_ranks, ") differs from the EP group's size (",
@@ -117,20 +117,36 @@ GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStre
     shape.max_rows = static_cast<int64_t>(tokens_) * c.top_k;
     shape.max_width = c.hidden_size;
     shape.slots = c.num_layers;
-    shape.max_recv_rows = static_cast<int64_t>(expert_rows);
+    shape.max_recv_rows = static_cast<int64_t>(expert_side.rows);
+    shape.backend = options.expert_exchange;
+    expert_side.exchanged = true;
+    expert_side.exchange_buffers = options.expert_exchange == ExchangeBackend::NvlinkDirect;
+    // Exchange-owned buffers: each MoE layer's expert input (kept for the weight gradient; one shared set with
+    // recompute) and one transient buffer for the expert output and both expert-side gradients.
+    if (expert_side.exchange_buffers) shape.expert_buffers = (recompute_ ? 1 : c.num_sparse_layers()) + 1;
     exchange_ = std::make_unique<ExpertExchange>(*options.expert_comm, shape);
-    staging = exchange_->staging_elements();
+    expert_side.staging = exchange_->staging_elements();
   } else if (c.experts_sharded()) {
     fail("the config holds experts [", c.expert_shard_begin, ", ", c.expert_shard_begin + c.held_experts(), ") of ",
          c.num_experts, " but no expert-parallel group was given");
   }
-  const GpuMemoryPlan sizes = carve(c, tokens_, recompute_, expert_rows, staging, nullptr, nullptr, layers_, *b_);
+  const GpuMemoryPlan sizes = carve(c, tokens_, recompute_, expert_side, nullptr, nullptr, layers_, *b_);
   activation_bytes_ = sizes.activation_bytes;
   workspace_bytes_ = sizes.workspace_bytes;
   CUDA_CHECK(cudaMalloc(&activation_block_, activation_bytes_));
   CUDA_CHECK(cudaMalloc(&workspace_block_, workspace_bytes_));
-  carve(c, tokens_, recompute_, expert_rows, staging, static_cast<char*>(activation_block_),
+  carve(c, tokens_, recompute_, expert_side, static_cast<char*>(activation_block_),
         static_cast<char*>(workspace_block_), layers_, *b_);
+  if (expert_side.exchange_buffers) {
+    bf16* transient = exchange_->expert_rows_buffer(exchange_->expert_buffers() - 1);
+    b_->d_expert_rows = transient;
+    int sparse = 0;
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (!c.layer_is_sparse[l]) continue;
+      layers_[l].expert_in = exchange_->expert_rows_buffer(recompute_ ? 0 : sparse++);
+      layers_[l].expert_rows_out = transient;
+    }
+  }
   CUDA_CHECK(cudaMallocHost(&b_->host_offsets_pinned, sizeof(int32_t) * (c.num_experts + 1)));
   CUDA_CHECK(cudaMallocHost(&b_->host_scalars_pinned, sizeof(float) * 2));
   default_positions_.resize(tokens_);
@@ -155,9 +171,13 @@ GpuMemoryPlan GpuEngine::plan(const ModelConfig& config, int batch, int seq_len,
   std::vector<Layer> layers(config.num_layers);
   Buffers buffers{};
   const int tokens = batch * seq_len;
-  const size_t expert_rows = expert_rows_capacity(config, tokens, options);
-  const size_t staging = options.expert_ranks > 1 ? expert_rows * config.hidden_size : 0;  // ExpertExchange's staging
-  return carve(config, tokens, options.recompute, expert_rows, staging, nullptr, nullptr, layers, buffers);
+  ExpertSide expert_side;
+  expert_side.rows = expert_rows_capacity(config, tokens, options);
+  expert_side.exchanged = options.expert_ranks > 1;
+  expert_side.exchange_buffers = expert_side.exchanged && options.expert_exchange == ExchangeBackend::NvlinkDirect;
+  // ExpertExchange's staging (NCCL); the NVLink exchange's own buffers are outside the arenas.
+  if (expert_side.exchanged && !expert_side.exchange_buffers) expert_side.staging = expert_side.rows * config.hidden_size;
+  return carve(config, tokens, options.recompute, expert_side, nullptr, nullptr, layers, buffers);
 }
 
 size_t GpuEngine::expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options) {
@@ -178,10 +198,10 @@ GpuEngine::~GpuEngine() {
   cudaFree(doc_offsets_);
 }
 
-GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute, size_t expert_rows, size_t staging,
+GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute, const ExpertSide& experts,
                                char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b) {
   const size_t N = tokens, H = c.hidden_size, Q = c.q_width(), KV = c.kv_width(), E = c.num_experts, K = c.top_k;
-  const size_t rows = N * K, R = expert_rows, I = c.moe_intermediate_size, Id = c.dense_intermediate_size, V = c.vocab_size;
+  const size_t rows = N * K, R = experts.rows, I = c.moe_intermediate_size, Id = c.dense_intermediate_size, V = c.vocab_size;
   const size_t Is = c.shared_expert_intermediate_size;
   const size_t q_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_heads : N;
   const size_t k_norm_rows = c.qk_norm == QkNorm::PerHead ? N * c.num_kv_heads : N;
@@ -221,9 +241,10 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       a.token_slot_row = act.take<int32_t>(rows);
       a.gathered = act.take<bf16>(rows * H);
       a.expert_out = act.take<bf16>(rows * H);
-      const bool exchanged = staging > 0;
-      a.expert_in = exchanged ? act.take<bf16>(R * H) : a.gathered;
-      a.expert_rows_out = exchanged ? act.take<bf16>(R * H) : a.expert_out;
+      // Expert parallelism: the expert side's own rows (the exchange's buffers with NVLink direct, set after carving).
+      const bool own_rows = experts.exchanged && !experts.exchange_buffers;
+      a.expert_in = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.gathered;
+      a.expert_rows_out = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.expert_out;
       if (c.has_shared_expert()) {
         a.shared_gate_up = act.take<bf16>(N * 2 * Is);
         a.shared_act = act.take<bf16>(N * Is);
@@ -282,10 +303,8 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.d_k = ws.take<bf16>(N * KV);
   b.d_v = ws.take<bf16>(N * KV);
   b.d_rows = ws.take<bf16>(rows * H);
-  if (staging > 0) {
-    b.d_expert_rows = ws.take<bf16>(R * H);
-    b.exchange_staging = ws.take<bf16>(staging);
-  }
+  if (experts.exchanged && !experts.exchange_buffers) b.d_expert_rows = ws.take<bf16>(R * H);
+  if (experts.staging > 0) b.exchange_staging = ws.take<bf16>(experts.staging);
   b.d_act = ws.take<bf16>(std::max({R * I, N * Id, N * Is}));
   b.d_gate_up = ws.take<bf16>(std::max({R * 2 * I, N * 2 * Id, N * 2 * Is}));
   b.d_top_weight = ws.take<float>(N * K);

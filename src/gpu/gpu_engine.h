@@ -11,18 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "gpu/expert_exchange.h"
 #include "model/config.h"
 #include "model/weights.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/gemm.h"
 
-namespace moetune::parallel {
-class NcclComm;
-}
-
 namespace moetune::cuda {
 
-class ExpertExchange;
 using GpuWeights = ModelParams<bf16>;
 
 // Converts the uint16_t binding of a ParamLayout into bf16 pointers.
@@ -74,6 +70,9 @@ struct GpuEngineOptions {
   // worst case (expert_ranks: every rank sends every row here). Smaller saves memory and fails (on every rank, with a
   // message) on a step whose routing is more unbalanced.
   double expert_capacity = 0.0;
+  // How rows move between the EP group's GPUs: NCCL send/receive through a staging buffer, or one kernel writing
+  // straight into the owner's expert buffer over NVLink (gpu/expert_exchange.h).
+  ExchangeBackend expert_exchange = ExchangeBackend::Nccl;
   // Packed batches (several documents per row, attention restricted to each document): the most documents one batch
   // may hold (0 = packing off). The attention plans for packed batches are built at construction for this bound.
   int max_documents = 0;
@@ -126,9 +125,14 @@ class GpuEngine {
   struct Layer;
   struct Buffers;
   // Bump-allocates both arenas (bases nullptr: only measures) and points `layers` and `b` into them.
-  // expert_rows: the rows the experts of this rank take per layer (tokens * top_k without expert parallelism);
-  // staging: the exchange's staging elements (0 without).
-  static GpuMemoryPlan carve(const ModelConfig& config, int tokens, bool recompute, size_t expert_rows, size_t staging,
+  // How the expert side of MoE layers is laid out. rows: the rows this rank's experts take per layer (tokens * top_k
+  // without expert parallelism); exchanged: expert parallelism on; exchange_buffers: the exchange owns the expert-side
+  // row buffers (NVLink direct: peers write into them), so the arenas do not hold them; staging: its staging elements.
+  struct ExpertSide {
+    size_t rows = 0, staging = 0;
+    bool exchanged = false, exchange_buffers = false;
+  };
+  static GpuMemoryPlan carve(const ModelConfig& config, int tokens, bool recompute, const ExpertSide& experts,
                              char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b);
   static size_t expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options);
   void attention_forward(int l, const GpuWeights& w);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu/expert_exchange.h"
 #include "gpu/gpu_engine.h"
 #include "io/streaming_loader.h"
 #include "ops/cuda/adamw.h"
@@ -53,6 +54,7 @@ struct GpuOptions {
   const parallel::NcclComm* expert_group = nullptr;
   const parallel::NcclComm* expert_replicas = nullptr;
   double expert_capacity = 0.0;  // GpuEngineOptions::expert_capacity
+  ExchangeBackend expert_exchange = ExchangeBackend::Nccl;  // GpuEngineOptions::expert_exchange
 };
 
 class GpuTrainer : private GradientSink {

@@ -62,6 +62,7 @@ struct RankResult {
 
 struct ParallelRun {
   int ep = 1, dp = 1;
+  bool nvlink = false;  // the NVLink direct exchange instead of NCCL send/receive
 };
 
 // Rank body: the trainer of this rank's layout, one row of each batch.
@@ -89,6 +90,7 @@ RankResult run_rank(parallel::NcclComm& world, const ParallelRun& run, const Mod
   gpu.world = &comms.world;
   gpu.expert_group = run.ep > 1 ? &comms.ep : nullptr;
   gpu.expert_replicas = &comms.dp;
+  gpu.expert_exchange = run.nvlink ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
   cuda::GpuTrainer trainer(local, local_params.data(), options, gpu, 1, batches[0].seq_len);
   RankResult result;
   if (train_steps == 0) {
@@ -101,11 +103,11 @@ RankResult run_rank(parallel::NcclComm& world, const ParallelRun& run, const Mod
   return result;
 }
 
-class CudaParallelTraining : public ::testing::TestWithParam<std::pair<int, int>> {};
+class CudaParallelTraining : public ::testing::TestWithParam<ParallelRun> {};
 
 TEST_P(CudaParallelTraining, TwoGpusGiveTheGradientsOfOne) {
   SKIP_WITHOUT_GPUS(2);
-  const ParallelRun run{GetParam().first, GetParam().second};
+  const ParallelRun run = GetParam();
   const ModelConfig config = parallel_test_config();
   const Model model = bf16_model(config, 41);
   const std::vector<float> params(model.params(), model.params() + model.buffer_size());
@@ -138,12 +140,12 @@ TEST_P(CudaParallelTraining, TwoGpusGiveTheGradientsOfOne) {
       EXPECT_LE(error, 2e-2) << "rank " << r << " gradient of " << p.name;
     }
   }
-  std::printf("[parallel EP %d x DP %d] worst gradient relative norm error vs one GPU %.3g\n", run.ep, run.dp, worst);
+  std::printf("[parallel EP %d x DP %d%s] worst gradient relative norm error vs one GPU %.3g\n", run.ep, run.dp, run.nvlink ? " nvlink" : "", worst);
 }
 
 TEST_P(CudaParallelTraining, TwoGpusTrainLikeOne) {
   SKIP_WITHOUT_GPUS(2);
-  const ParallelRun run{GetParam().first, GetParam().second};
+  const ParallelRun run = GetParam();
   const ModelConfig config = parallel_test_config();
   const Model model = bf16_model(config, 43);
   const std::vector<float> params(model.params(), model.params() + model.buffer_size());
@@ -172,8 +174,12 @@ TEST_P(CudaParallelTraining, TwoGpusTrainLikeOne) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTraining, ::testing::Values(std::pair{2, 1}, std::pair{1, 2}),
-                         [](const auto& info) { return "ep" + std::to_string(info.param.first) + "_dp" + std::to_string(info.param.second); });
+INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTraining,
+                         ::testing::Values(ParallelRun{2, 1, false}, ParallelRun{1, 2, false}, ParallelRun{2, 1, true}),
+                         [](const auto& info) {
+                           return "ep" + std::to_string(info.param.ep) + "_dp" + std::to_string(info.param.dp) +
+                                  (info.param.nvlink ? "_nvlink" : "");
+                         });
 
 }  // namespace
 }  // namespace moetune::testing

@@ -12,6 +12,20 @@
 
 namespace moetune::testing {
 
+// One randomised exchange: tokens per rank, E experts, top-k, the experts that may be picked, a seed.
+struct EpCase {
+  std::vector<int> tokens;  // per rank
+  int experts, top_k;
+  std::vector<int> pool;  // experts that may be picked
+  uint32_t seed;
+};
+
+inline std::vector<int> all_experts(int experts) {
+  std::vector<int> pool(experts);
+  for (int e = 0; e < experts; ++e) pool[e] = e;
+  return pool;
+}
+
 // tokens[s] tokens on rank s, each routed to top_k distinct experts drawn from `pool` (experts outside the pool
 // receive nothing; the pool must hold at least top_k experts), weights in (0.05, 1).
 inline std::vector<parallel::EpRouting> random_ep_routing(const std::vector<int>& tokens, int top_k,

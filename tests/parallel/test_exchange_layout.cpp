@@ -22,18 +22,8 @@ namespace {
 
 using test_util::error_of;
 
-struct Case {
-  std::vector<int> tokens;  // per rank
-  int experts, top_k;
-  std::vector<int> pool;  // experts that may be picked
-  uint32_t seed;
-};
-
-std::vector<int> all_experts(int experts) {
-  std::vector<int> pool(experts);
-  std::iota(pool.begin(), pool.end(), 0);
-  return pool;
-}
+using Case = testing::EpCase;
+using testing::all_experts;
 
 void check_against_oracle(const Case& c) {
   const int P = static_cast<int>(c.tokens.size()), E = c.experts, K = c.top_k;

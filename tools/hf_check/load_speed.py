@@ -9,8 +9,8 @@ The folder is created (random init on the GPU, save_pretrained) when it holds no
 shard; the JSON says which worked and how much of the checkpoint was still cached afterwards) and warm (files in the page
 cache). Measured: (a) dd-style sequential reads of the shard files (16 MiB reads), (b) Transformers
 `from_pretrained(DIR, device_map="cuda", dtype=torch.bfloat16)` until the weights are on the GPU, (c) moetune's
-`load_benchmark DIR` (examples/load_benchmark.cpp) into the fp32 host arena, and warm into a scratch buffer ("discard":
-read + convert only). Prints one JSON line with every number. Runs on the GPU machine (torch + transformers there)."""
+`load_benchmark DIR` (examples/load_benchmark.cpp) into the GPU (bf16 through pinned staging, as `moetune train --device
+cuda` loads) and into the fp32 host arena, and warm into a scratch buffer ("discard": read + convert only). Prints one JSON line with every number. Runs on the GPU machine (torch + transformers there)."""
 import argparse
 import ctypes
 import gc
@@ -185,7 +185,13 @@ def main():
         cold = moetune_load(args.load_benchmark, args.folder, env, *threads)
         warm = moetune_load(args.load_benchmark, args.folder, env, "--repeat", "2", *threads)
         discard = moetune_load(args.load_benchmark, args.folder, env, "--sink", "discard", "--repeat", "2", *threads)
+        drop_caches(paths)
+        gpu_cold = moetune_load(args.load_benchmark, args.folder, env, "--sink", "gpu", *threads)
+        gpu_warm = moetune_load(args.load_benchmark, args.folder, env, "--sink", "gpu", "--repeat", "2", *threads)
         result.update({
+            "moetune_gpu_cold_s": gpu_cold["seconds"], "moetune_gpu_cold_gb_per_s": gpu_cold["gb_per_s"],
+            "moetune_gpu_warm_s": gpu_warm["seconds"], "moetune_gpu_warm_gb_per_s": gpu_warm["gb_per_s"],
+            "moetune_gpu_peak_rss_gb": gpu_warm["peak_rss_gb"],
             "moetune_cold_s": cold["seconds"], "moetune_cold_gb_per_s": cold["gb_per_s"],
             "moetune_warm_s": warm["seconds"], "moetune_warm_gb_per_s": warm["gb_per_s"],
             "moetune_discard_warm_gb_per_s": discard["gb_per_s"], "moetune_threads": cold["threads"],
