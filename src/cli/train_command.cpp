@@ -1,8 +1,8 @@
 // Why: `moetune train`. With no options it is the embedded demo: the built-in tiny Qwen3-MoE trained on a generated
 // corpus (held-out part written beside it for `moetune eval`), on the CPU, in about a minute. --data takes token ids
 // (train/data.h) or text, prompt/completion and chat records, tokenized with the model's tokenizer.json and chat
-// template into a reusable cache and batched padded or packed (src/dataset/, text_dataset.h); packed batches need the
-// CPU engine (the GPU one has no per-document attention), which is refused here, up front. Outputs in --output:
+// template into a reusable cache and batched padded or packed (src/dataset/, text_dataset.h). The engine is the CPU
+// reference or the GPU one (train_runner.h). Outputs in --output:
 // metrics.jsonl (one record per step), loss.svg, final/ (a Hugging Face checkpoint, written atomically), run.json, and
 // with --save-every checkpoints/step-<N>/ (weights + optimizer state + data position, train/train_state.h).
 // --resume continues such a checkpoint bit-identically (on either device; a checkpoint of one device resumes on the
@@ -38,6 +38,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/data_setup.h"
+#include "cli/train_runner.h"
 #include "cli/expert_gather.h"
 #include "cli/rank_slices.h"
 #include "core/error.h"
@@ -154,206 +155,6 @@ void prepare_output(const fs::path& output) {
 
 // This process's place in the run: one process (the CPU engine, or one GPU), or a rank of several GPUs with its
 // EP x DP layout, its communicators and its block of experts.
-class RunPlace {
- public:
-  RunPlace(const parallel::ProcessGroupInfo& group, int ep, int dp, const ModelConfig& config)
-      : group_(group), layout_(parallel::make_parallel_layout(ep, dp, group, config.num_experts)), full_(config),
-        local_(config) {
-    if (layout_.ep > 1) {
-      const parallel::ExpertRange range = layout_.owned_experts(group.rank);
-      local_ = parallel::expert_shard_config(config, range.begin, range.count());
-    }
-#ifdef MOETUNE_HAVE_CUDA
-    if (world() > 1) comms_ = parallel::ep_dp_comms(parallel::NcclComm::world(group), layout_);
-#else
-    if (world() > 1) fail("this moetune was built without CUDA; a run of several processes needs --device cuda");
-#endif
-  }
-  bool rank0() const { return group_.rank == 0; }
-  int rank() const { return group_.rank; }
-  int world() const { return group_.world_size; }
-  const parallel::ParallelLayout& layout() const { return layout_; }
-  const ModelConfig& full_config() const { return full_; }
-  const ModelConfig& local_config() const { return local_; }  // this rank's experts (the full config without EP)
-  // Returns once every rank got here (at once with one process).
-  void barrier() const {
-#ifdef MOETUNE_HAVE_CUDA
-    if (world() > 1) cli::barrier(comms_.world);
-#endif
-  }
-  // The stop signal any rank caught (the largest number), so that every rank stops after the same step.
-  int agreed_signal(int caught) const {
-#ifdef MOETUNE_HAVE_CUDA
-    if (world() > 1) return max_over_ranks(comms_.world, caught);
-#endif
-    return caught;
-  }
-#ifdef MOETUNE_HAVE_CUDA
-  const parallel::EpDpComms& comms() const { return comms_; }
-#endif
-
- private:
-  parallel::ProcessGroupInfo group_;
-  parallel::ParallelLayout layout_;
-  ModelConfig full_, local_;
-#ifdef MOETUNE_HAVE_CUDA
-  parallel::EpDpComms comms_;  // world > 1 only
-#endif
-};
-
-// The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the calls the loop needs.
-class Runner {
- public:
-  virtual ~Runner() = default;
-  virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
-  virtual LossParts evaluate(const Batch& batch) = 0;
-  // The trained fp32 parameters (the full layout) into `model`'s buffer. Several GPUs: every rank calls it (it
-  // gathers the experts), and only rank 0 passes a model (nullptr elsewhere).
-  virtual void copy_parameters_to(Model* model) = 0;
-  // The optimizer state for a checkpoint (full layout; several GPUs: every rank calls it, rank 0 gets it, the others
-  // an empty state), and its import when resuming (full layout; each rank keeps its experts).
-  virtual TrainState state() = 0;
-  virtual void load_state(TrainState state) = 0;
-};
-
-class CpuRunner : public Runner {
- public:
-  CpuRunner(Model& model, const TrainOptions& options, int batch_size, int seq_len)
-      : model_(model), trainer_(model, options, batch_size, seq_len) {}
-  StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
-  LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
-  void copy_parameters_to(Model* model) override {  // trains the model's own buffer
-    if (model != &model_) std::copy(model_.params(), model_.params() + model_.buffer_size(), model->params());
-  }
-  TrainState state() override { return trainer_.state(); }
-  void load_state(TrainState state) override { trainer_.load_state(std::move(state)); }
-
- private:
-  Model& model_;
-  Trainer trainer_;
-};
-
-#ifdef MOETUNE_HAVE_CUDA
-class GpuRunner : public Runner {
- public:
-  // host_params: fp32 parameters of the full layout to start from (exact master weights), or nullptr to stream
-  // `model_folder` to the GPU (this rank's experts only).
-  GpuRunner(const RunPlace& place, const float* host_params, const std::string& model_folder,
-            const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
-      : place_(place),
-        sharded_(place.layout().ep > 1),
-        trainer_(place.local_config(),
-                 sharded_ && host_params ? shard_of(host_params).data() : host_params, options, gpu, batch_size,
-                 seq_len) {
-    std::vector<float>().swap(shard_params_);  // uploaded
-    if (sharded_)
-      for (int q = 0; q < place.layout().ep; ++q) {
-        const parallel::ExpertRange range = place.layout().owned_experts(q);
-        runs_by_rank_.push_back(shard_runs(place.full_config(),
-                                           parallel::expert_shard_config(place.full_config(), range.begin, range.count())));
-      }
-    if (!host_params) {
-      LoadOptions load;
-      load.progress = place.rank0() && ::isatty(STDERR_FILENO) != 0;
-      const LoadReport report = trainer_.load_checkpoint(model_folder, load);
-      if (place.rank0())
-        std::fprintf(stderr, "loaded %s to the GPU%s: %.2f GB in %.1f s (%.2f GB/s)\n", model_folder.c_str(),
-                     sharded_ ? " (rank 0's experts)" : "", static_cast<double>(report.bytes_read) / 1e9,
-                     report.seconds, report.gb_per_s());
-    }
-  }
-  StepStats step(const std::vector<Batch>& micro_batches) override {
-    if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
-    StepStats stats = trainer_.step(micro_batches.front());
-    stats.tokens *= place_.world();  // every rank trained as many
-    return stats;
-  }
-  LossParts evaluate(const Batch& batch) override {
-    const cuda::GpuLoss loss = trainer_.evaluate(batch);  // summed over the ranks
-    return {loss.ce_sum, loss.counted, loss.aux};
-  }
-  // Several GPUs: the ranks of the first EP group hold every expert once; they take part, the others have nothing to
-  // add (their replicas are the same).
-  void copy_parameters_to(Model* model) override {
-    if (!gathers()) return;
-    const std::vector<float> params = trainer_.download_params();
-    if (sharded_) gather_expert_shards(place_.comms().ep, runs_by_rank_, params, model ? model->params() : nullptr);
-    else if (model) std::copy(params.begin(), params.end(), model->params());
-  }
-  TrainState state() override {
-    if (!gathers()) return {};
-    TrainState local = trainer_.export_state();
-    if (!sharded_) return place_.rank0() ? local : TrainState{};
-    TrainState full;
-    full.step = local.step;
-    const size_t total = ParamLayout(place_.full_config()).total_floats();
-    if (place_.rank0()) {
-      full.exp_avg.assign(total, 0.0f);
-      full.exp_avg_sq.assign(total, 0.0f);
-    }
-    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg, place_.rank0() ? full.exp_avg.data() : nullptr);
-    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg_sq,
-                         place_.rank0() ? full.exp_avg_sq.data() : nullptr);
-    return full;
-  }
-  void load_state(TrainState state) override {
-    if (!sharded_) return trainer_.import_state(state);
-    TrainState local;
-    local.step = state.step;
-    const size_t size = trainer_.layout().total_floats();
-    local.exp_avg = slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg.data(), size);
-    local.exp_avg_sq =
-        slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg_sq.data(), size);
-    state = TrainState{};  // the full moments are no longer needed
-    trainer_.import_state(local);
-  }
-
- private:
-  bool gathers() const { return place_.layout().dp_rank(place_.rank()) == 0; }
-  // This rank's experts of a full-layout arena (kept alive until the trainer has uploaded it).
-  const std::vector<float>& shard_of(const float* full) {
-    const ModelConfig& local = place_.local_config();
-    shard_params_ = slice_to_shard(shard_runs(place_.full_config(), local), full, ParamLayout(local).total_floats());
-    return shard_params_;
-  }
-
-  const RunPlace& place_;
-  bool sharded_;
-  std::vector<float> shard_params_;                // (local layout) the starting weights, until uploaded
-  cuda::GpuTrainer trainer_;
-  std::vector<std::vector<ShardRun>> runs_by_rank_;  // EP rank -> its shard's runs (sharded_ only)
-};
-#endif
-
-// host: the model's fp32 parameters on the host (full layout), or nullptr (--device cuda with --model: the GPU trainer
-// loads --model itself).
-std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const TrainOptions& options,
-                                    int batch_size, int seq_len) {
-  const std::string device = args.text("device");
-  if (device == "cpu") return std::make_unique<CpuRunner>(*host, options, batch_size, seq_len);
-#ifdef MOETUNE_HAVE_CUDA
-  cuda::GpuOptions gpu;
-  gpu.recipe = cuda::parse_recipe(args.text("recipe"));
-  gpu.fused_optimizer = args.text("fused-optimizer") == "on";
-  gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
-  gpu.seed = static_cast<uint64_t>(args.integer("seed"));
-  gpu.recompute = args.text("recompute") == "on";
-  // A packed batch holds at most one document per token (the attention plans are built for that bound).
-  if (args.text("packing") == "on") gpu.max_documents = batch_size * seq_len;
-  if (place.world() > 1) {
-    gpu.world = &place.comms().world;
-    gpu.expert_group = place.layout().ep > 1 ? &place.comms().ep : nullptr;
-    gpu.expert_replicas = &place.comms().dp;
-    gpu.expert_capacity = args.number("expert-capacity");
-    gpu.expert_exchange = args.text("ep-exchange") == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
-  }
-  return std::make_unique<GpuRunner>(place, host ? host->params() : nullptr, args.text("model"), options, gpu,
-                                     batch_size, seq_len);
-#else
-  fail("this moetune was built without CUDA; --device cuda is not available");
-#endif
-}
-
 double mean_eval_loss(Runner& runner, const EvalSource& data, int batch_size, int max_batches) {
   const std::unique_ptr<BatchStream> sampler = data.stream();
   double ce_sum = 0.0;
