@@ -64,8 +64,7 @@ class GpuRunner : public Runner {
     }
   }
   StepStats step(const std::vector<Batch>& micro_batches) override {
-    if (micro_batches.size() != 1) fail("--device cuda does not support gradient accumulation yet (use --grad-accum 1)");
-    StepStats stats = trainer_.step(micro_batches.front());
+    StepStats stats = trainer_.step(micro_batches);
     stats.tokens *= place_.world();  // every rank trained as many
     return stats;
   }

@@ -305,24 +305,47 @@ GpuLoss GpuTrainer::evaluate(const Batch& batch) {
   return reduce_loss(engine_->loss());
 }
 
-StepStats GpuTrainer::step(const Batch& batch) {
+StepStats GpuTrainer::step(const Batch& batch) { return step(std::vector<Batch>{batch}); }
+
+StepStats GpuTrainer::step(const std::vector<Batch>& micro_batches) {
   require_training("step");
-  check_batch(batch);
+  if (micro_batches.empty()) fail("a training step needs at least one micro-batch");
+  for (const Batch& batch : micro_batches) check_batch(batch);
+  if (gpu_.fused_optimizer && micro_batches.size() > 1)
+    fail("gradient accumulation needs the whole gradient before the optimizer step, and the fused optimizer step applies "
+         "AdamW during the backward pass: turn the fused step off to accumulate");
+  // As the CPU Trainer: the cross-entropy is the mean over every labelled position of all micro-batches, the
+  // load-balancing loss the mean of the micro-batches'; gradients accumulate (in bf16) into one arena.
+  int64_t counted = 0;
   StepStats stats;
-  GpuLoss parts;
+  for (const Batch& batch : micro_batches) {
+    counted += count_label_positions(batch);
+    stats.tokens += static_cast<int64_t>(batch.batch_size) * batch.seq_len;
+  }
+  const float ranks = static_cast<float>(world_size());
+  const float micro = static_cast<float>(micro_batches.size());
+  const float ce_scale = counted > 0 ? 1.0f / (static_cast<float>(counted) * ranks) : 0.0f;
+  const float aux_scale = options_.aux_loss ? config_.router_aux_loss_coef / (ranks * micro) : 0.0f;
+  GpuLoss local;
   if (gpu_.fused_optimizer) {
     set_step_hyper(stats);
-    set_batch(batch);
-    const int64_t counted = count_label_positions(batch);
-    const float ranks = static_cast<float>(world_size());
-    engine_->run(weights_, this, counted > 0 ? 1.0f / (static_cast<float>(counted) * ranks) : 0.0f,
-                 options_.aux_loss ? config_.router_aux_loss_coef / ranks : 0.0f);
+    set_batch(micro_batches.front());
+    engine_->run(weights_, this, ce_scale, aux_scale);
     CUDA_CHECK(cudaEventRecord(optimizer_done_, optimizer_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, optimizer_done_, 0));  // the next forward reads the updated parameters
-    parts = reduce_loss(engine_->loss());
+    local = engine_->loss();
     stats.grad_norm = std::nan("");  // never materialised as a whole
   } else {
-    parts = compute_gradients(batch);
+    CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.size() * sizeof(bf16), stream_));
+    for (const Batch& batch : micro_batches) {
+      set_batch(batch);
+      engine_->run(weights_, this, ce_scale, aux_scale);
+      const GpuLoss parts = engine_->loss();
+      local.ce_sum += parts.ce_sum;
+      local.counted += parts.counted;
+      local.aux += parts.aux / micro;
+    }
+    reduce_gradients(grads_.data(), 0, layout_.total_floats());
     engine_->mark_optimizer();
     stats.grad_norm = std::sqrt(global_grad_norm_squared());
     if (!std::isfinite(stats.grad_norm))
@@ -335,8 +358,8 @@ StepStats GpuTrainer::step(const Batch& batch) {
     set_step_hyper(stats);
     optimizer_update(groups_.back(), grads_.data(), stream_, grad_scale);
   }
+  const GpuLoss parts = reduce_loss(local);
   stats.counted = parts.counted;
-  stats.tokens = static_cast<int64_t>(batch.batch_size) * batch.seq_len;
   stats.ce_loss = parts.counted > 0 ? parts.ce_sum / static_cast<double>(parts.counted) : 0.0;
   stats.aux_loss = parts.aux;
   stats.loss = stats.ce_loss + (options_.aux_loss ? config_.router_aux_loss_coef * parts.aux : 0.0);

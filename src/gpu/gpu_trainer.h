@@ -77,6 +77,8 @@ class GpuTrainer : private GradientSink {
   long steps_done() const { return steps_done_; }
 
   StepStats step(const Batch& batch);
+  // One optimizer step over several micro-batches (gradient accumulation; not with the fused optimizer step).
+  StepStats step(const std::vector<Batch>& micro_batches);
   // Forward + backward into zeroed gradients, no update (tests; not with the fused optimizer).
   GpuLoss compute_gradients(const Batch& batch);
   GpuLoss evaluate(const Batch& batch);

@@ -60,6 +60,13 @@ void expect_gpu_matches_cpu(const ModelConfig& config, Model& model, const Batch
 
 // Packed rows: documents of lengths `lengths` per row (each row's lengths sum to seq), RoPE positions restarting per
 // document, and no label where a document's last token would predict the next document's first.
+// Every position labelled (a label count different from random_batch's padded row).
+Batch labelled_batch(int rows, int seq, int vocab, uint64_t seed) {
+  Batch b = random_batch(rows, seq, vocab, seed);
+  b.labels = b.input_ids;
+  return b;
+}
+
 Batch packed_batch(const std::vector<std::vector<int>>& lengths, int seq, int vocab, uint64_t seed) {
   Batch b = random_batch(static_cast<int>(lengths.size()), seq, vocab, seed);
   b.labels = b.input_ids;
@@ -118,6 +125,35 @@ TEST_P(CudaEngine, TrainingLossesTrackCpuReference) {
     EXPECT_NEAR(gpu.loss, cpu.loss, kLossTolerance * cpu.loss) << "step " << s;
     EXPECT_NEAR(gpu.grad_norm, cpu.grad_norm, 5e-2 * cpu.grad_norm) << "step " << s;
   }
+}
+
+// Gradient accumulation: two micro-batches of different label counts per step, as the CPU Trainer does it (the
+// cross-entropy averaged over every labelled position of the step, the load-balancing loss over the micro-batches).
+TEST_P(CudaEngine, GradientAccumulationTracksCpuReference) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
+  Model model = bf16_model(config, 7);
+  TrainOptions options;
+  options.lr = 3e-3;
+  options.total_steps = 4;
+  options.max_grad_norm = 1.0;
+  cuda::GpuTrainer gpu_trainer(config, model.params(), options, {cuda::Recipe::MixedMaster, false, 0}, 2, 64);
+  Trainer cpu_trainer(model, options, 2, 64);
+  for (int s = 0; s < 4; ++s) {
+    const std::vector<Batch> micro = {random_batch(2, 64, config.vocab_size, 400 + s),
+                                      labelled_batch(2, 64, config.vocab_size, 500 + s)};
+    const StepStats cpu = cpu_trainer.step(micro);
+    const StepStats gpu = gpu_trainer.step(micro);
+    EXPECT_EQ(gpu.counted, cpu.counted) << "step " << s;
+    EXPECT_EQ(gpu.tokens, cpu.tokens) << "step " << s;
+    EXPECT_NEAR(gpu.loss, cpu.loss, kLossTolerance * cpu.loss) << "step " << s;
+    EXPECT_NEAR(gpu.grad_norm, cpu.grad_norm, 5e-2 * cpu.grad_norm) << "step " << s;
+  }
+  TrainOptions no_clip;
+  no_clip.max_grad_norm = 0.0;  // the fused step cannot clip
+  cuda::GpuTrainer fused(config, model.params(), no_clip, {cuda::Recipe::Bf16, true, 0}, 2, 64);
+  EXPECT_THROW(fused.step(std::vector<Batch>{random_batch(2, 64, config.vocab_size, 1), random_batch(2, 64, config.vocab_size, 2)}),
+               Error);
 }
 
 // The fused optimizer step (AdamW per gradient group during the backward pass, on a second stream) must give the same
