@@ -3,7 +3,7 @@
 # Called by `make demo` and `make test` (and so by CI); safe to run again.
 set -euo pipefail
 
-debian_packages=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libicu-dev)
+debian_packages=(cmake g++ make pkg-config libgtest-dev nlohmann-json3-dev libopenblas-dev libpcre2-dev libicu-dev libsentencepiece-dev)
 
 missing=()
 for package in "${debian_packages[@]}"; do

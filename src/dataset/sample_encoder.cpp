@@ -60,6 +60,14 @@ uint64_t fnv1a64(std::string_view bytes, uint64_t seed) {
   return hash;
 }
 
+uint64_t tokenizer_fingerprint(const std::string& folder) {
+  const std::string path = Tokenizer::file_in_folder(folder);
+  uint64_t hash = fnv1a64(read_file(path));
+  const fs::path config = fs::path(folder) / "tokenizer_config.json";
+  if (fs::path(path).extension() != ".json" && fs::exists(config)) hash = fnv1a64(read_file(config.string()), hash);
+  return hash;
+}
+
 std::string hex64(uint64_t value) {
   static const char* digits = "0123456789abcdef";
   std::string out(16, '0');
@@ -100,18 +108,14 @@ SampleEncoder::SampleEncoder(const std::string& folder, DataFormat format, order
     : folder_(folder),
       format_(format),
       template_kwargs_(std::move(template_kwargs)),
-      tokenizer_([&] {
-        const std::string path = (fs::path(folder) / "tokenizer.json").string();
-        if (!fs::exists(path)) fail(folder, ": no tokenizer.json (text, prompt and chat data are tokenized with it)");
-        return Tokenizer::from_file(path);
-      }()) {
+      tokenizer_(Tokenizer::from_folder(folder)) {
   if (format != DataFormat::Text && format != DataFormat::Prompt && format != DataFormat::Chat)
     fail("sample encoder: format ", data_format_name(format), " is not text, prompt or chat");
   if (!template_kwargs_.is_object()) fail("chat template arguments must be a JSON object, got ", template_kwargs_.dump());
-  const std::string tokenizer_path = (fs::path(folder) / "tokenizer.json").string();
-  const std::string tokenizer_text = read_file(tokenizer_path);
-  tokenizer_hash_ = fnv1a64(tokenizer_text);
-  aligner_ = std::make_unique<TokenAligner>(tokenizer_, tokenizer_text, tokenizer_path);
+  const std::string tokenizer_path = Tokenizer::file_in_folder(folder);
+  const bool json = fs::path(tokenizer_path).extension() == ".json";
+  tokenizer_hash_ = tokenizer_fingerprint(folder);
+  aligner_ = std::make_unique<TokenAligner>(tokenizer_, json ? read_file(tokenizer_path) : std::string(), tokenizer_path);
   kwargs_value_ = jinja::Value::from_json(template_kwargs_);
 
   ordered_json config = ordered_json::object();
@@ -126,7 +130,7 @@ SampleEncoder::SampleEncoder(const std::string& folder, DataFormat format, order
   const std::string eos = config_token(config, "eos_token");
   if (!eos.empty()) {
     eos_id_ = tokenizer_.token_to_id(eos);
-    if (eos_id_ == Tokenizer::kNoToken) fail(config_path.string(), ": eos_token \"", eos, "\" is not a token of tokenizer.json");
+    if (eos_id_ == Tokenizer::kNoToken) fail(config_path.string(), ": eos_token \"", eos, "\" is not a token of ", tokenizer_path);
   }
   const std::string pad = config_token(config, "pad_token");
   const int32_t pad_id = pad.empty() ? Tokenizer::kNoToken : tokenizer_.token_to_id(pad);

@@ -64,7 +64,7 @@ std::unique_ptr<SampleEncoder> make_encoder(const TextDataOptions& options, std:
     fail(options.data, ": token-id data (\"input_ids\") is read as it is, not tokenized (use --format tokens)");
   if (options.tokenizer.empty())
     fail(options.data, ": ", data_format_name(format), " data needs a tokenizer: give --model (or --tokenizer) a folder "
-         "with tokenizer.json");
+         "with tokenizer.json or tokenizer.model");
   return std::make_unique<SampleEncoder>(options.tokenizer, format, options.template_kwargs);
 }
 
@@ -75,14 +75,12 @@ std::unique_ptr<TextDataset> TextDataset::open(const TextDataOptions& options) {
   if (is_cache) {
     dataset->cache_ = std::make_unique<DatasetCache>(DatasetCache::open(options.data));
     const nlohmann::ordered_json& fields = dataset->cache_->header()["key_fields"];
-    if (!options.tokenizer.empty() && fs::exists(fs::path(options.tokenizer) / "tokenizer.json")) {
-      const std::string tokenizer_json = (fs::path(options.tokenizer) / "tokenizer.json").string();
-      std::ifstream in(tokenizer_json, std::ios::binary);
-      const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!options.tokenizer.empty() && (fs::exists(fs::path(options.tokenizer) / "tokenizer.json") ||
+                                       fs::exists(fs::path(options.tokenizer) / "tokenizer.model"))) {
       const std::string expected = fields["encoder"].value("tokenizer_json_fnv1a64", "");
-      if (hex64(fnv1a64(bytes)) != expected)
-        fail(options.data, ": this cache was tokenized with another tokenizer.json than ", tokenizer_json,
-             " (rebuild it with moetune tokenize)");
+      if (hex64(tokenizer_fingerprint(options.tokenizer)) != expected)
+        fail(options.data, ": this cache was tokenized with another tokenizer than ",
+             Tokenizer::file_in_folder(options.tokenizer), " (rebuild it with moetune tokenize)");
     }
     if (options.format != DataFormat::Auto &&
         dataset->cache_->header().value("data_format", "") != data_format_name(options.format))

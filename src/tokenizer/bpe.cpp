@@ -30,26 +30,37 @@ bool has_inner_metaspace(std::string_view token) {
 
 }  // namespace
 
-// word -> ids. Readers share the lock; a writer only inserts when it gets the lock at once (as HF's try_write), so
-// threads never wait on each other for the cache.
+// word -> ids, in shards chosen by the word's hash, each under its own reader/writer lock on its own cache line: with
+// one lock for the whole cache, every lookup of every thread wrote the same lock word, and 16 threads spent their time
+// moving that cache line between cores. Readers share a shard's lock; a writer only inserts when it gets the lock at
+// once (as HF's try_write), so threads never wait on each other for the cache. Cached ids are the ids BPE gives, so
+// which words happen to be cached never changes a result.
 class WordCache {
  public:
   bool get(std::string_view word, std::vector<int32_t>& ids) const {
-    std::shared_lock lock(mutex_);
-    auto it = map_.find(word);
-    if (it == map_.end()) return false;
+    const Shard& shard = shards_[shard_of(word)];
+    std::shared_lock lock(shard.mutex);
+    auto it = shard.map.find(word);
+    if (it == shard.map.end()) return false;
     ids.insert(ids.end(), it->second.begin(), it->second.end());
     return true;
   }
   void put(std::string_view word, const int32_t* ids, size_t count) {
-    std::unique_lock lock(mutex_, std::try_to_lock);
-    if (!lock.owns_lock() || map_.size() >= kCacheCapacity) return;
-    map_.emplace(std::string(word), std::vector<int32_t>(ids, ids + count));
+    Shard& shard = shards_[shard_of(word)];
+    std::unique_lock lock(shard.mutex, std::try_to_lock);
+    if (!lock.owns_lock() || shard.map.size() >= kCacheCapacity / kShards) return;
+    shard.map.emplace(std::string(word), std::vector<int32_t>(ids, ids + count));
   }
 
  private:
-  mutable std::shared_mutex mutex_;
-  std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map_;
+  static constexpr size_t kShards = 64;
+  struct alignas(64) Shard {
+    mutable std::shared_mutex mutex;
+    std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> map;
+  };
+  // The top bits of the hash: the maps inside use it modulo their bucket count.
+  static size_t shard_of(std::string_view word) { return (StringHash{}(word) >> 58) % kShards; }
+  Shard shards_[kShards];
 };
 
 BpeModel::BpeModel() : cache_(std::make_unique<WordCache>()) { std::fill(std::begin(byte_ids_), std::end(byte_ids_), -1); }

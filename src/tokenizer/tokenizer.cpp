@@ -1,6 +1,7 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -13,6 +14,7 @@
 #include "tokenizer/normalizer.h"
 #include "tokenizer/post_processor.h"
 #include "tokenizer/pre_tokenizer.h"
+#include "tokenizer/sentencepiece_tokenizer.h"
 #include "tokenizer/utf8.h"
 
 namespace moetune {
@@ -32,6 +34,7 @@ struct Tokenizer::Impl {
 };
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::Tokenizer(std::unique_ptr<tokenizer::SentencePieceTokenizer> spm) : spm_(std::move(spm)) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
@@ -155,15 +158,35 @@ Tokenizer Tokenizer::from_file(const std::string& tokenizer_json_path) {
   return from_json_string(text.str(), tokenizer_json_path);
 }
 
-Tokenizer Tokenizer::from_folder(const std::string& folder) { return from_file(folder + "/tokenizer.json"); }
+std::string Tokenizer::file_in_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    if (fs::exists(fs::path(folder) / name)) return (fs::path(folder) / name).string();
+  }
+  fail((fs::path(folder) / "tokenizer.json").string(), ": cannot open, and there is no tokenizer.model beside it (a ",
+       "Hugging Face tokenizer is needed)");
+}
+
+Tokenizer Tokenizer::from_sentencepiece(const std::string& model_path, const std::string& tokenizer_config_path) {
+  return Tokenizer(std::make_unique<tokenizer::SentencePieceTokenizer>(model_path, tokenizer_config_path));
+}
+
+Tokenizer Tokenizer::from_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  const std::string path = file_in_folder(folder);
+  if (fs::path(path).filename() == "tokenizer.json") return from_file(path);
+  const fs::path config = fs::path(folder) / "tokenizer_config.json";
+  return from_sentencepiece(path, fs::exists(config) ? config.string() : "");
+}
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
-  const Impl& impl = *impl_;
-  std::string repaired;
+  std::string repaired;  // invalid UTF-8 is read as U+FFFD, as Hugging Face does (Python strings are valid)
   if (!utf8::is_valid(text)) {
     repaired = utf8::replace_invalid(text);
     text = repaired;
   }
+  if (spm_) return spm_->encode(text, add_special_tokens);
+  const Impl& impl = *impl_;
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
   auto encode_word = [&](std::string_view word, bool) { impl.model.tokenize(word, ids); };
@@ -194,6 +217,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
+  if (spm_) return spm_->decode(ids, skip_special_tokens);
   const Impl& impl = *impl_;
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
@@ -219,22 +243,26 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 }
 
 int32_t Tokenizer::token_to_id(std::string_view token) const {
+  if (spm_) return spm_->token_to_id(token).value_or(kNoToken);
   if (const auto* added = impl_->added.by_content(token)) return added->id;
   return impl_->model.token_to_id(token).value_or(kNoToken);
 }
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
+  if (spm_) return spm_->id_to_token(id);
   if (const auto* added = impl_->added.by_id(id)) return added->surface;
   if (const std::string* token = impl_->model.id_to_token(id)) return *token;
   return std::nullopt;
 }
 
 bool Tokenizer::is_special(int32_t id) const {
+  if (spm_) return spm_->is_special(id);
   const auto* added = impl_->added.by_id(id);
   return added && added->special;
 }
 
 std::vector<int32_t> Tokenizer::special_token_ids() const {
+  if (spm_) return spm_->special_token_ids();
   std::vector<int32_t> ids;
   for (const auto& token : impl_->added.tokens()) {
     if (token.special) ids.push_back(token.id);
@@ -243,6 +271,6 @@ std::vector<int32_t> Tokenizer::special_token_ids() const {
   return ids;
 }
 
-int Tokenizer::vocab_size() const { return impl_->max_id + 1; }
+int Tokenizer::vocab_size() const { return spm_ ? spm_->vocab_size() : impl_->max_id + 1; }
 
 }  // namespace moetune

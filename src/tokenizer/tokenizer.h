@@ -22,8 +22,12 @@
 // Unicode data follows HF's, not the system's: regex classes (\p{L}, \s, ...) use code point tables measured from
 // HF (unicode_classes.inc, Unicode 16.0), NFC is ICU's restricted to Unicode 9.0 (what HF's normalizer knows).
 //
+// A folder with a SentencePiece tokenizer.model and no tokenizer.json is encoded by libsentencepiece instead, with
+// Transformers' special-token and BOS/EOS handling from tokenizer_config.json (sentencepiece_tokenizer.h says exactly
+// which); the interface below is the same.
+//
 // A Tokenizer is immutable after loading; encode/decode may run concurrently from several threads (the BPE word cache
-// is shared under a reader/writer lock).
+// is shared, in 64 shards each under its own reader/writer lock).
 #pragma once
 
 #include <cstdint>
@@ -35,13 +39,23 @@
 
 namespace moetune {
 
+namespace tokenizer {
+class SentencePieceTokenizer;
+}
+
 class Tokenizer {
  public:
   static constexpr int32_t kNoToken = -1;
 
   // Reads `folder`/tokenizer.json (a Hugging Face model folder). tokenizer_config.json is not needed: everything that
-  // changes ids lives in tokenizer.json.
+  // changes ids lives in tokenizer.json. Without tokenizer.json, `folder`/tokenizer.model (and tokenizer_config.json
+  // when present) through from_sentencepiece.
   static Tokenizer from_folder(const std::string& folder);
+  // The file from_folder reads: `folder`/tokenizer.json, else `folder`/tokenizer.model; an Error when neither exists.
+  // (Its bytes identify the tokenizer, e.g. in cache keys; with tokenizer.model, tokenizer_config.json matters too.)
+  static std::string file_in_folder(const std::string& folder);
+  // A SentencePiece model file; `tokenizer_config_path` may be "" (defaults of sentencepiece_tokenizer.h).
+  static Tokenizer from_sentencepiece(const std::string& model_path, const std::string& tokenizer_config_path);
   static Tokenizer from_file(const std::string& tokenizer_json_path);
   // `source` names the text in error messages.
   static Tokenizer from_json_string(std::string_view json_text, const std::string& source = "tokenizer.json");
@@ -67,7 +81,9 @@ class Tokenizer {
  private:
   struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit Tokenizer(std::unique_ptr<tokenizer::SentencePieceTokenizer> spm);
+  std::unique_ptr<Impl> impl_;                                  // tokenizer.json; null when spm_ is set
+  std::unique_ptr<tokenizer::SentencePieceTokenizer> spm_;      // tokenizer.model; null when impl_ is set
 };
 
 }  // namespace moetune

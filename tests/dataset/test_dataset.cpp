@@ -84,6 +84,30 @@ TEST(DatasetEncoder, PromptCompletionTrainsOnTheCompletion) {
   EXPECT_EQ(seam.loss.back(), 1);
 }
 
+// A model folder with only a SentencePiece tokenizer.model (Llama-shaped: BOS added, </s> the eos): text and
+// prompt/completion records are tokenized with it, the completion's loss found through the SentencePiece pieces.
+TEST(DatasetEncoder, SentencePieceModelFolder) {
+  const std::string folder = test_util::source_dir() + "/tests/fixtures/tokenizer/spm_bpe";
+  const SampleEncoder text(folder, DataFormat::Text);
+  const std::string hello = "Hello world, this is a test.";
+  const EncodedSample sample = text.encode_line(ordered_json({{"text", hello}}).dump());
+  std::vector<int32_t> expected = text.tokenizer().encode(hello, true);
+  ASSERT_NE(text.eos_id(), Tokenizer::kNoToken);
+  if (expected.back() != text.eos_id()) expected.push_back(text.eos_id());
+  EXPECT_EQ(sample.ids, expected);
+
+  const SampleEncoder prompt(folder, DataFormat::Prompt);
+  const EncodedSample pc = prompt.encode_line(R"({"prompt": "Translate to German: ", "completion": "Guten Morgen."})");
+  const size_t prompt_tokens = prompt.tokenizer().encode("Translate to German: ", true).size();
+  ASSERT_LT(prompt_tokens, pc.ids.size());
+  size_t first_trained = 0;
+  while (!pc.loss[first_trained]) ++first_trained;
+  EXPECT_GE(first_trained + 1, prompt_tokens);  // the seam token may belong to the completion
+  EXPECT_LE(first_trained, prompt_tokens);
+  EXPECT_EQ(pc.loss.back(), 1);
+  EXPECT_NE(SampleEncoder(folder, DataFormat::Text).fingerprint(), SampleEncoder(chat_fixture("mixtral"), DataFormat::Text).fingerprint());
+}
+
 TEST(DatasetEncoder, BadRecordsSayWhatIsWrong) {
   const SampleEncoder text(chat_fixture("qwen2"), DataFormat::Text);
   EXPECT_NE(sample_error(text, R"({"text": "unterminated)").find("malformed JSON at column"), std::string::npos);

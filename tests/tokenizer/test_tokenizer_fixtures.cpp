@@ -21,38 +21,12 @@ using tokenizer_test::fixture_text;
 using tokenizer_test::fixtures_dir;
 using tokenizer_test::ids_string;
 
-constexpr int kMaxReported = 8;  // mismatches printed per test; the count of all of them is printed too
+using tokenizer_test::kMaxReported;
 
-class TokenizerFixture : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    folder_ = fixtures_dir() + "/" + GetParam();
-    expected_ = tokenizer_test::read_json(folder_ + "/expected.json");
-  }
-  std::string folder_;
-  nlohmann::json expected_;
-};
+class TokenizerFixture : public tokenizer_test::ExpectedIdsFixture {};
 
 TEST_P(TokenizerFixture, HandWrittenCasesMatchHuggingFace) {
-  Tokenizer tok = Tokenizer::from_folder(folder_);
-  int failures = 0;
-  for (const auto& c : expected_.at("cases")) {
-    std::string text = c.contains("hex") ? tokenizer_test::from_hex(c.at("hex")) : c.at("text").get<std::string>();
-    auto want = c.at("ids").get<std::vector<int32_t>>();
-    auto want_special = c.at("ids_with_special").get<std::vector<int32_t>>();
-    auto got = tok.encode(text);
-    auto got_special = tok.encode(text, /*add_special_tokens=*/true);
-    std::string decoded = tok.decode(want), decoded_skip = tok.decode(want, /*skip_special_tokens=*/true);
-    bool ok = got == want && got_special == want_special && decoded == c.at("decoded").get<std::string>() &&
-              decoded_skip == c.at("decoded_skip_special").get<std::string>();
-    if (!ok && ++failures <= kMaxReported) {
-      ADD_FAILURE() << GetParam() << " text " << describe(text) << "\n  ids      HF " << ids_string(want)
-                    << "\n           us " << ids_string(got) << "\n  special  HF " << ids_string(want_special)
-                    << "\n           us " << ids_string(got_special) << "\n  decode   HF "
-                    << describe(c.at("decoded")) << "\n           us " << describe(decoded) << "\n  skip     HF "
-                    << describe(c.at("decoded_skip_special")) << "\n           us " << describe(decoded_skip);
-    }
-  }
+  const int failures = tokenizer_test::hand_written_case_failures(Tokenizer::from_folder(folder_), expected_, GetParam(), "HF");
   EXPECT_EQ(failures, 0) << "of " << expected_.at("cases").size() << " cases";
 }
 
@@ -86,18 +60,7 @@ TEST_P(TokenizerFixture, RandomStringsMatchHuggingFace) {
 }
 
 TEST_P(TokenizerFixture, RandomIdSequencesDecodeAsHuggingFace) {
-  Tokenizer tok = Tokenizer::from_folder(folder_);
-  int failures = 0;
-  for (const auto& d : expected_.at("decode")) {
-    auto ids = d.at("ids").get<std::vector<int32_t>>();
-    std::string got = tok.decode(ids), got_skip = tok.decode(ids, /*skip_special_tokens=*/true);
-    if ((got != d.at("decoded").get<std::string>() || got_skip != d.at("decoded_skip_special").get<std::string>()) &&
-        ++failures <= kMaxReported) {
-      ADD_FAILURE() << GetParam() << " ids " << ids_string(ids) << "\n  decode HF " << describe(d.at("decoded"))
-                    << "\n         us " << describe(got) << "\n  skip   HF "
-                    << describe(d.at("decoded_skip_special")) << "\n         us " << describe(got_skip);
-    }
-  }
+  const int failures = tokenizer_test::decode_failures(Tokenizer::from_folder(folder_), expected_, GetParam(), "HF");
   EXPECT_EQ(failures, 0) << "of " << expected_.at("decode").size() << " id sequences";
 }
 
