@@ -103,6 +103,11 @@ ChatTemplate ChatTemplate::from_folder(const std::string& folder) {
       for (const auto& token : tokenizer["added_tokens"])
         if (token.is_object() && token.contains("content") && token["content"].is_string())
           added.push_back(token["content"].get<std::string>());
+  } else if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
+    // A SentencePiece tokenizer.model folder: Transformers' slow tokenizers list their added tokens here.
+    for (const auto& [id, token] : config["added_tokens_decoder"].items())
+      if (token.is_object() && token.contains("content") && token["content"].is_string())
+        added.push_back(token["content"].get<std::string>());
   }
   return ChatTemplate(std::move(source), std::move(name), std::move(special), std::move(added));
 }

@@ -108,6 +108,38 @@ TEST(DatasetEncoder, SentencePieceModelFolder) {
   EXPECT_NE(SampleEncoder(folder, DataFormat::Text).fingerprint(), SampleEncoder(chat_fixture("mixtral"), DataFormat::Text).fingerprint());
 }
 
+// Chat data with a tokenizer.model folder: Mixtral's chat template over the Llama-shaped SentencePiece fixture. The
+// tokens with loss, decoded, are exactly the assistant turns (their content and end-of-turn </s>): the aligner must
+// map the rendered text's assistant spans to SentencePiece pieces ("▁" read as a space, <0xXX> as bytes).
+TEST(DatasetEncoder, SentencePieceChatMasksTheAssistantTurns) {
+  TempFolder temp;
+  const std::string spm = test_util::source_dir() + "/tests/fixtures/tokenizer/spm_bpe";
+  fs::copy_file(spm + "/tokenizer.model", temp.file("tokenizer.model"));
+  ordered_json config = ordered_json::parse(test_util::read_text(spm + "/tokenizer_config.json"));
+  config["chat_template"] =
+      ordered_json::parse(test_util::read_text(chat_fixture("mixtral") + "/tokenizer_config.json"))["chat_template"];
+  test_util::write_text(temp.file("tokenizer_config.json"), config.dump());
+  const SampleEncoder encoder(temp.path(), DataFormat::Chat);
+  const std::vector<std::string> answers = {"Paris is the capital of France.", "Ungefähr 2,1 Millionen — 🙂 ok\n"};
+  const ordered_json record = {{"messages",
+                                {{{"role", "user"}, {"content", "What is the capital of France?"}},
+                                 {{"role", "assistant"}, {"content", answers[0]}},
+                                 {{"role", "user"}, {"content", "How many people live there?"}},
+                                 {{"role", "assistant"}, {"content", answers[1]}}}}};
+  const EncodedSample sample = encoder.encode(record);
+  std::vector<std::string> trained;  // each run of tokens with loss, decoded
+  for (size_t t = 0; t < sample.ids.size(); ++t) {
+    if (!sample.loss[t]) continue;
+    std::vector<int32_t> run;
+    while (t < sample.ids.size() && sample.loss[t]) run.push_back(sample.ids[t++]);
+    std::string text = encoder.tokenizer().decode(run);
+    if (!text.empty() && text.front() == ' ') text.erase(0, 1);  // the template's space before the answer, one token
+    trained.push_back(text);
+  }
+  ASSERT_EQ(trained.size(), answers.size());
+  for (size_t k = 0; k < answers.size(); ++k) EXPECT_EQ(trained[k], answers[k] + "</s>") << "assistant turn " << k;
+}
+
 TEST(DatasetEncoder, BadRecordsSayWhatIsWrong) {
   const SampleEncoder text(chat_fixture("qwen2"), DataFormat::Text);
   EXPECT_NE(sample_error(text, R"({"text": "unterminated)").find("malformed JSON at column"), std::string::npos);
