@@ -76,4 +76,23 @@ inline std::vector<int32_t> offsets_table(const std::vector<SortedRows>& sorted)
   return table;
 }
 
+// A case routed and planned: each rank's routing, the oracle's plan (contiguous experts), each rank's expert-sorted
+// rows and the (P, E + 1) offsets table the exchange all-gathers.
+struct RoutedCase {
+  std::vector<parallel::EpRouting> routing;
+  parallel::EpPlan plan;
+  std::vector<SortedRows> sorted;
+  std::vector<int32_t> table;
+};
+
+inline RoutedCase routed_case(const EpCase& c) {
+  RoutedCase routed;
+  const int P = static_cast<int>(c.tokens.size());
+  routed.routing = random_ep_routing(c.tokens, c.top_k, c.pool, c.seed);
+  routed.plan = parallel::ep_plan(routed.routing, parallel::ExpertMap::contiguous(c.experts, P), c.top_k);
+  for (const parallel::EpRouting& r : routed.routing) routed.sorted.push_back(sort_by_expert(r, c.experts, c.top_k));
+  routed.table = offsets_table(routed.sorted);
+  return routed;
+}
+
 }  // namespace moetune::testing

@@ -27,11 +27,11 @@ using testing::all_experts;
 
 void check_against_oracle(const Case& c) {
   const int P = static_cast<int>(c.tokens.size()), E = c.experts, K = c.top_k;
-  const std::vector<EpRouting> routing = testing::random_ep_routing(c.tokens, K, c.pool, c.seed);
-  const EpPlan plan = ep_plan(routing, ExpertMap::contiguous(E, P), K);
-  std::vector<testing::SortedRows> sorted;
-  for (const EpRouting& r : routing) sorted.push_back(testing::sort_by_expert(r, E, K));
-  const std::vector<int32_t> table = testing::offsets_table(sorted);
+  const testing::RoutedCase routed = testing::routed_case(c);
+  const std::vector<EpRouting>& routing = routed.routing;
+  const EpPlan& plan = routed.plan;
+  const std::vector<testing::SortedRows>& sorted = routed.sorted;
+  const std::vector<int32_t>& table = routed.table;
   const int64_t max_rows = 1 << 20;
 
   std::vector<ExchangeLayout> layouts;
