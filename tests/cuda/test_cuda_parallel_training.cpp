@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "cli/rank_slices.h"
 #include "cuda_test_util.h"
 #include "gpu/gpu_trainer.h"
 #include "model/hf_names.h"
@@ -42,16 +43,7 @@ Batch row_of(const Batch& batch, int row) {
 
 // The shard's parameters (shard layout) cut from the full model's.
 std::vector<float> shard_params(const ModelConfig& full, const ModelConfig& shard, const std::vector<float>& params) {
-  const parallel::ShardOffsetMap map(full, shard);
-  std::vector<float> out(map.shard_layout().total_floats(), 0.0f);
-  const int begin = shard.expert_shard_begin;
-  for (const ParamInfo& p : map.full_layout().params()) {
-    const ParamInfo* local = map.shard_layout().find(p.name);
-    size_t skip = 0;
-    if (local->numel != p.numel) skip = p.numel / static_cast<size_t>(full.num_experts) * static_cast<size_t>(begin);
-    std::copy_n(params.begin() + static_cast<long>(p.offset + skip), local->numel, out.begin() + static_cast<long>(local->offset));
-  }
-  return out;
+  return cli::slice_to_shard(cli::shard_runs(full, shard), params.data(), ParamLayout(shard).total_floats());
 }
 
 struct RankResult {
