@@ -78,6 +78,7 @@ baseline() {  # name, hf_baseline args...
 if [ "$what" = bench ] || [ "$what" = all ]; then
   bench qwen3_slice_bf16 --geometry qwen3-30b-a3b-slice --recipe bf16
   baseline qwen3_slice --geometry qwen3-30b-a3b-slice --experts grouped_mm,eager
+  bench qwen3_slice_bf16_portable_gemm --geometry qwen3-30b-a3b-slice --recipe bf16 --grouped-gemm moetune
   bench qwen3_slice_bf16_cublas_gemm --geometry qwen3-30b-a3b-slice --recipe bf16 --grouped-gemm cublas
   bench qwen3_slice_bf16_unfused_opt --geometry qwen3-30b-a3b-slice --recipe bf16 --fused-optimizer off
   bench qwen3_slice_mixed --geometry qwen3-30b-a3b-slice --recipe mixed

@@ -9,7 +9,7 @@ stage=$(mktemp -d)
 mkdir -p "$stage/bin" "$stage/lib" .gpu_bundle
 cp "${BUILD_DIR:-build}/moetune" "${BUILD_DIR:-build}/moetune_tests" "${BUILD_DIR:-build}/load_benchmark" "$stage/bin/"
 for binary in "$stage"/bin/*; do
-  ldd "$binary" | awk '/=> \// {print $3}' | { grep -E 'openblas|gfortran|quadmath|libicu|pcre2|sentencepiece' || true; } | while read -r lib; do
+  ldd "$binary" | awk '/=> \// {print $3}' | { grep -E 'openblas|gfortran|quadmath|libicu|pcre2' || true; } | while read -r lib; do
     cp -L "$lib" "$stage/lib/"
   done
 done

@@ -1,5 +1,5 @@
 // Why: `moetune train` run as several processes must refuse what it cannot do before any process waits for another:
-// the CPU engine is one process, --ep/--dp need a launcher, and the sizes must be sane. These are one-line usage errors
+// the CPU engine is one process, --ep/--dp need a launcher, the sizes must be sane, and --zero is a GPU option. These are one-line usage errors
 // (exit 2), checked here with the launcher's environment set by hand (no GPU, no NCCL reached). The multi-GPU runs
 // themselves are in tests/cuda/test_cuda_parallel_train_cli.cpp.
 #include <gtest/gtest.h>
@@ -47,6 +47,19 @@ TEST(TrainParallelCli, ParallelSizesNeedALauncher) {
   expect_usage_error(train(temp, "", "--device cuda --dp 2"), "one process per GPU");
   expect_usage_error(train(temp, "", "--device cuda --ep 0"), "--ep must be >= 1");
   expect_usage_error(train(temp, "", "--device cuda --expert-capacity -1"), "--expert-capacity");
+}
+
+TEST(TrainParallelCli, ZeroIsForTheGpuEngine) {
+  TempFolder temp;
+  expect_usage_error(train(temp, "", "--device cpu --zero 1 --output run"), "--zero 1 shards the GPU trainer's");
+  expect_usage_error(train(temp, "", "--device cuda --zero 2"), "--zero must be 0 or 1");
+  EXPECT_FALSE(test_util::fs::exists(temp.file("run"))) << "no rank may write before the run is known to be valid";
+  for (const char* command : {"train", "bench"}) {
+    const CommandResult help = test_util::run_moetune(temp.path(), std::string(command) + " --help");
+    EXPECT_EQ(help.status, 0) << describe(help);
+    for (const char* part : {"--zero 0|1", "ZeRO-1", "o effect with one process"})
+      EXPECT_NE(help.out.find(part), std::string::npos) << command << ": " << part << "\n" << help.out;
+  }
 }
 
 TEST(TrainParallelCli, HelpExplainsThePerGpuBatch) {

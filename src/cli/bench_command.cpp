@@ -43,8 +43,9 @@ Args bench_args() {
                   {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
                                                        "reuse gradient memory (needs --max-grad-norm 0)"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
-                  {"grouped-gemm", "moetune|cublas", "moetune", "expert GEMMs: moetune's kernel (device-side sizes) or "
-                                                              "cuBLAS's grouped GEMM"},
+                  {"grouped-gemm", "sm90|moetune|cublas", "sm90", "expert GEMMs: the Hopper wgmma kernel (CUTLASS), "
+                                                           "moetune's portable kernel (both: device-side sizes) or "
+                                                           "cuBLAS's grouped GEMM"},
                   {"recompute", "on|off", "off", "per-layer activation recompute: keep only each layer's input and "
                                                  "re-run its forward before its backward (less memory, more time)"},
                   {"ep", "N", "1", "expert parallelism: experts split over N GPUs (one process per GPU: moetune launch, "
@@ -54,6 +55,9 @@ Args bench_args() {
                                                 "it routes (0: the worst case, --ep)"},
                   {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or "
                                                        "one kernel writing into the owner's buffers over NVLink"},
+                  {"zero", "0|1", "0", "several processes: 1 shards the AdamW moments (and --recipe mixed's fp32 "
+                                       "master weights) over the GPUs sharing each parameter (ZeRO-1: gradients "
+                                       "reduce-scattered, parameters all-gathered); no effect with one process"},
                   {"json", "FILE", "", "also write the results as JSON to FILE (rank 0)"},
               });
 }
@@ -89,6 +93,8 @@ int bench_command(int argc, char** argv) {
   if (seq_len < 2 || batch_size < 1 || warmup < 0 || steps < 1)
     throw UsageError{"moetune bench: --seq-len >= 2, --batch-size >= 1, --warmup >= 0, --steps >= 1"};
   const cuda::Recipe recipe = cuda::parse_recipe(args.text("recipe"));
+  const long zero = args.integer("zero");
+  if (zero != 0 && zero != 1) throw UsageError{"moetune bench: --zero must be 0 or 1"};
 
   // Many GPUs: one process per GPU; the communicators pick this process's device before anything is allocated.
   const parallel::ProcessGroupInfo group = parallel::detect_process_group();
@@ -146,6 +152,9 @@ int bench_command(int argc, char** argv) {
   const bool recompute = args.text("recompute") == "on";
   if (!recompute && args.text("recompute") != "off") throw UsageError{"moetune bench: --recompute must be on or off"};
   gpu.recompute = recompute;
+  gpu.zero_stage = static_cast<int>(zero);
+  if (zero == 1 && group.world_size == 1 && rank0)
+    std::fprintf(stderr, "bench: note: --zero 1 has no effect in a single process (nothing to shard over)\n");
   if (group.world_size > 1) {
     gpu.world = &comms.world;
     gpu.expert_group = layout.ep > 1 ? &comms.ep : nullptr;
@@ -189,13 +198,14 @@ int bench_command(int argc, char** argv) {
               config.architecture.c_str(), config.num_layers, ParamLayout(full_config).parameter_count() / 1e9,
               trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
   if (group.world_size > 1)
-    std::printf("parallel     %d GPUs: EP %d x DP %d (exchange %s); tokens/s, TFLOP/s and memory below are per GPU\n",
-                group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str());
-  const bool own_gemm = trainer.engine().grouped_gemm_backend() == cuda::GroupedGemmBackend::Moetune;
+    std::printf("parallel     %d GPUs: EP %d x DP %d (exchange %s)%s; tokens/s, TFLOP/s and memory below are per GPU\n",
+                group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str(),
+                trainer.shards_optimizer() ? ", optimizer state sharded (ZeRO-1)" : "");
+  const char* gemm_name = cuda::grouped_gemm_backend_name(trainer.engine().grouped_gemm_backend());
   std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, recompute %s, "
               "loss %.4f\n",
               seq_len, batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off",
-              gpu.fused_optimizer ? "on" : "off", own_gemm ? "moetune" : "cublas", recompute ? "on" : "off", last_loss);
+              gpu.fused_optimizer ? "on" : "off", gemm_name, recompute ? "on" : "off", last_loss);
   std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
               tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
   std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
@@ -215,8 +225,8 @@ int bench_command(int argc, char** argv) {
   std::printf("  | total %.1f\n", phase_total / steps);
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
-                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", own_gemm ? "moetune" : "cublas"}, {"recompute", recompute},
-                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"ep_exchange", args.text("ep-exchange")},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", gemm_name}, {"recompute", recompute},
+                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"zero", trainer.shards_optimizer() ? 1 : 0}, {"ep_exchange", args.text("ep-exchange")},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

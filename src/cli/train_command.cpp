@@ -17,7 +17,9 @@
 // the GPU trainer sums gradients and losses over the right ranks, and rank 0 alone prints, logs and writes: the weights
 // and moments of every expert are gathered to it (expert_gather.h) and it writes the one full checkpoint with the
 // single-process writers, while the other ranks wait at a barrier. A checkpoint records the global batch, so it resumes
-// on any number of GPUs (each rank cutting its experts out of the full state) or on the CPU.
+// on any number of GPUs (each rank cutting its experts out of the full state) or on the CPU. --zero 1 shards the
+// optimizer state over the ranks sharing each parameter (ZeRO-1, gpu/gpu_trainer.h); checkpoints still hold the full
+// state (every rank takes part in gathering it), so --zero, like --ep/--dp, is chosen anew by each launch.
 #include <signal.h>
 #include <unistd.h>
 
@@ -99,7 +101,8 @@ std::vector<Option> train_options() {
     {"recipe", "bf16|mixed", "bf16", "GPU precision: bf16 states, or fp32 master weights and states"},
     {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
                                           "(needs --max-grad-norm 0 and --grad-accum 1)"},
-    {"grouped-gemm", "moetune|cublas", "moetune", "GPU: implementation of the experts' grouped GEMMs"},
+    {"grouped-gemm", "sm90|moetune|cublas", "sm90", "GPU: implementation of the experts' grouped GEMMs (Hopper "
+                                                       "wgmma, portable mma.sync, cuBLAS grouped)"},
     {"recompute", "on|off", "off", "GPU: per-layer activation recompute (keep only each layer's input; less memory, "
                                    "one more forward per layer)"},
     {"ep", "N", "1", "expert parallelism: experts split over N GPUs (one process per GPU: moetune launch --nproc, "
@@ -109,6 +112,10 @@ std::vector<Option> train_options() {
                                   "the worst case, --ep)"},
     {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or one kernel "
                                            "writing into the owner's buffers over NVLink"},
+    {"zero", "0|1", "0", "GPU, several processes: 1 shards the AdamW moments (and --recipe mixed's fp32 master weights) "
+                         "over the GPUs sharing each parameter (ZeRO-1: the world for replicated ones, the --dp group "
+                         "for experts), so optimizer memory per GPU falls with their number; same math, checkpoints "
+                         "still full. No effect with one process"},
     {"save-every", "N", "0", "steps between checkpoints OUTPUT/checkpoints/step-N (weights, optimizer "
                              "state, data position; for --resume); 0: off. SIGINT/SIGTERM always write one"},
     {"keep-last", "K", "3", "checkpoints kept, older ones deleted once a new one is complete; 0: all"},
@@ -230,8 +237,9 @@ const std::set<std::string> kChangeableOnResume = {"steps",      "output",      
                                                    "resume",     "eval-batches", "threads",   "cache",
                                                    "epochs",     "device",      "recipe",     "fused-optimizer",
                                                    "grouped-gemm", "recompute",  "expert-capacity", "ep-exchange"};
-// Options of the launch rather than of the run: never taken from the checkpoint (a run resumes on any number of GPUs).
-const std::set<std::string> kPerLaunch = {"ep", "dp"};
+// Options of the launch rather than of the run: never taken from the checkpoint (a run resumes on any number of GPUs,
+// with or without ZeRO, whose checkpoints hold the full optimizer state).
+const std::set<std::string> kPerLaunch = {"ep", "dp", "zero"};
 const std::set<std::string> kPathOptions = {"model", "data", "eval-data", "output", "tokenizer"};
 
 std::string absolute_path(const std::string& path) {
@@ -428,6 +436,12 @@ int train_command(int argc, char** argv) {
   if (world == 1 && (ep > 1 || dp > 1))
     throw UsageError{str("moetune train: --ep ", ep, " --dp ", dp, " needs one process per GPU: start the run with "
                          "`moetune launch --nproc N -- train ...` (or torchrun, srun, mpirun)")};
+  const long zero = args.integer("zero");
+  if (zero != 0 && zero != 1) throw UsageError{"moetune train: --zero must be 0 or 1"};
+  if (zero == 1 && device == "cpu")
+    throw UsageError{"moetune train: --zero 1 shards the GPU trainer's optimizer state over several GPUs; the CPU "
+                     "engine has one process and nothing to shard: use --device cuda"};
+
   // The step checks, once --steps is known (from --epochs it is known only once the data is read).
   auto check_steps = [&](long schedule_steps) {
     if (schedule != Schedule::Constant && steps > schedule_steps)
@@ -461,8 +475,12 @@ int train_command(int argc, char** argv) {
   // Several GPUs: the layout, this rank's experts and the communicators (this selects the process's GPU).
   const RunPlace place(group, static_cast<int>(ep), static_cast<int>(dp), config);
   if (rank0 && world > 1)
-    std::fprintf(stderr, "parallel: %d GPUs, EP %d x DP %d, %d sequences per GPU (%d per micro-batch)\n", world,
-                 place.layout().ep, place.layout().dp, batch_size, batch_size * world);
+    std::fprintf(stderr, "parallel: %d GPUs, EP %d x DP %d, %d sequences per GPU (%d per micro-batch)%s\n", world,
+                 place.layout().ep, place.layout().dp, batch_size, batch_size * world,
+                 zero == 1 ? ", optimizer state sharded (ZeRO-1)" : "");
+  if (zero == 1 && world == 1)
+    std::fprintf(stderr, "note: --zero 1 has no effect in a single process (nothing to shard the optimizer state "
+                         "over); start several with `moetune launch --nproc N -- train ...`\n");
 
   // Every rank reads the same data; rank 0 first (it writes the demo corpus or builds the dataset cache), the others
   // once it has (they then read what it wrote).

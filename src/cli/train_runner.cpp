@@ -73,16 +73,18 @@ class GpuRunner : public Runner {
     return {loss.ce_sum, loss.counted, loss.aux};
   }
   // Several GPUs: the ranks of the first EP group hold every expert once; they take part, the others have nothing to
-  // add (their replicas are the same).
+  // add (their replicas are the same). With ZeRO-1 every rank takes part in the trainer's gathers of the shards first.
   void copy_parameters_to(Model* model) override {
+    if (!gathers() && !trainer_.shards_optimizer()) return;
+    const std::vector<float> params = trainer_.download_params(gathers());
     if (!gathers()) return;
-    const std::vector<float> params = trainer_.download_params();
     if (sharded_) gather_expert_shards(place_.comms().ep, runs_by_rank_, params, model ? model->params() : nullptr);
     else if (model) std::copy(params.begin(), params.end(), model->params());
   }
   TrainState state() override {
+    if (!gathers() && !trainer_.shards_optimizer()) return {};
+    TrainState local = trainer_.export_state(gathers());
     if (!gathers()) return {};
-    TrainState local = trainer_.export_state();
     if (!sharded_) return place_.rank0() ? local : TrainState{};
     TrainState full;
     full.step = local.step;
@@ -138,6 +140,7 @@ std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Mod
   gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
   gpu.seed = static_cast<uint64_t>(args.integer("seed"));
   gpu.recompute = args.text("recompute") == "on";
+  gpu.zero_stage = static_cast<int>(args.integer("zero"));
   // A packed batch holds at most one document per token (the attention plans are built for that bound).
   if (args.text("packing") == "on") gpu.max_documents = batch_size * seq_len;
   if (place.world() > 1) {

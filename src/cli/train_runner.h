@@ -87,7 +87,7 @@ class Runner {
 };
 
 // The runner of this run: the CPU reference trainer over `host`, or the GPU trainer (options from the command line:
-// recipe, fused step, grouped GEMMs, recompute, packing bound, the ranks' communicators). host: the model's fp32
+// recipe, fused step, grouped GEMMs, recompute, packing bound, ZeRO stage, the ranks' communicators). host: the model's fp32
 // parameters on the host (full layout), or nullptr (--device cuda with --model: the GPU trainer loads --model itself).
 std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const TrainOptions& options,
                                     int batch_size, int seq_len);

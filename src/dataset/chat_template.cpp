@@ -5,6 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "tokenizer/tokenizer.h"
+
 namespace moetune {
 
 namespace fs = std::filesystem;
@@ -95,19 +97,19 @@ ChatTemplate ChatTemplate::from_folder(const std::string& folder) {
     else if (map.is_object() && map.contains(key) && special_token_text(map[key], &text)) special[key] = text;
   }
 
+  // The added tokens of tokenizer.json, or of the tokenizer a tokenizer.model converts to.
   std::vector<std::string> added;
-  const fs::path tokenizer_path = fs::path(folder) / "tokenizer.json";
-  if (fs::exists(tokenizer_path)) {
-    const nlohmann::ordered_json tokenizer = read_json_file(tokenizer_path.string());
+  if (fs::exists(fs::path(folder) / "tokenizer.json") || fs::exists(fs::path(folder) / "tokenizer.model")) {
+    nlohmann::ordered_json tokenizer;
+    try {
+      tokenizer = nlohmann::ordered_json::parse(Tokenizer::json_in_folder(folder));
+    } catch (const nlohmann::json::parse_error& error) {
+      fail(Tokenizer::file_in_folder(folder), ": malformed JSON (", error.what(), ")");
+    }
     if (tokenizer.is_object() && tokenizer.contains("added_tokens") && tokenizer["added_tokens"].is_array())
       for (const auto& token : tokenizer["added_tokens"])
         if (token.is_object() && token.contains("content") && token["content"].is_string())
           added.push_back(token["content"].get<std::string>());
-  } else if (config.contains("added_tokens_decoder") && config["added_tokens_decoder"].is_object()) {
-    // A SentencePiece tokenizer.model folder: Transformers' slow tokenizers list their added tokens here.
-    for (const auto& [id, token] : config["added_tokens_decoder"].items())
-      if (token.is_object() && token.contains("content") && token["content"].is_string())
-        added.push_back(token["content"].get<std::string>());
   }
   return ChatTemplate(std::move(source), std::move(name), std::move(special), std::move(added));
 }

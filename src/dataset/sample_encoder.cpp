@@ -60,13 +60,7 @@ uint64_t fnv1a64(std::string_view bytes, uint64_t seed) {
   return hash;
 }
 
-uint64_t tokenizer_fingerprint(const std::string& folder) {
-  const std::string path = Tokenizer::file_in_folder(folder);
-  uint64_t hash = fnv1a64(read_file(path));
-  const fs::path config = fs::path(folder) / "tokenizer_config.json";
-  if (fs::path(path).extension() != ".json" && fs::exists(config)) hash = fnv1a64(read_file(config.string()), hash);
-  return hash;
-}
+uint64_t tokenizer_fingerprint(const std::string& folder) { return fnv1a64(Tokenizer::json_in_folder(folder)); }
 
 std::string hex64(uint64_t value) {
   static const char* digits = "0123456789abcdef";
@@ -113,9 +107,9 @@ SampleEncoder::SampleEncoder(const std::string& folder, DataFormat format, order
     fail("sample encoder: format ", data_format_name(format), " is not text, prompt or chat");
   if (!template_kwargs_.is_object()) fail("chat template arguments must be a JSON object, got ", template_kwargs_.dump());
   const std::string tokenizer_path = Tokenizer::file_in_folder(folder);
-  const bool json = fs::path(tokenizer_path).extension() == ".json";
-  tokenizer_hash_ = tokenizer_fingerprint(folder);
-  aligner_ = std::make_unique<TokenAligner>(tokenizer_, json ? read_file(tokenizer_path) : std::string(), tokenizer_path);
+  const std::string tokenizer_json = Tokenizer::json_in_folder(folder);
+  tokenizer_hash_ = fnv1a64(tokenizer_json);
+  aligner_ = std::make_unique<TokenAligner>(tokenizer_, tokenizer_json, tokenizer_path);
   kwargs_value_ = jinja::Value::from_json(template_kwargs_);
 
   ordered_json config = ordered_json::object();

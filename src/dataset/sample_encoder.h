@@ -88,9 +88,9 @@ class SampleEncoder {
 uint64_t fnv1a64(std::string_view bytes, uint64_t seed = 0xcbf29ce484222325ull);
 std::string hex64(uint64_t value);
 
-// What a dataset cache records of the tokenizer of `folder` (Tokenizer::file_in_folder): the FNV-1a 64 of
-// tokenizer.json, or of tokenizer.model followed by tokenizer_config.json (a SentencePiece model's special tokens and
-// BOS/EOS rules live there).
+// What a dataset cache records of the tokenizer of `folder`: the FNV-1a 64 of Tokenizer::json_in_folder, i.e. of
+// tokenizer.json, or of the document a tokenizer.model converts to (so a cache follows every file and rule that changes
+// a SentencePiece folder's ids, and one built with moetune's earlier SentencePiece rules no longer matches).
 uint64_t tokenizer_fingerprint(const std::string& folder);
 
 }  // namespace moetune

@@ -82,13 +82,11 @@ size_t char_length(std::string_view text, size_t at) {
 }  // namespace
 
 TokenAligner::TokenAligner(const Tokenizer& tokenizer, std::string_view tokenizer_json, const std::string& source) {
-  nlohmann::json json = nlohmann::json::object();  // a SentencePiece model: no tokenizer.json, pieces as they are
-  if (!tokenizer_json.empty()) {
-    try {
-      json = nlohmann::json::parse(tokenizer_json);
-    } catch (const nlohmann::json::parse_error& error) {
-      fail(source, ": malformed JSON (", error.what(), ")");
-    }
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(tokenizer_json);
+  } catch (const nlohmann::json::parse_error& error) {
+    fail(source, ": malformed JSON (", error.what(), ")");
   }
   byte_level_ = (json.contains("pre_tokenizer") && mentions_byte_level(json["pre_tokenizer"])) ||
                 (json.contains("decoder") && mentions_byte_level(json["decoder"]));

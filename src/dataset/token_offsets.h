@@ -28,8 +28,8 @@ struct TokenRange {
 
 class TokenAligner {
  public:
-  // `tokenizer_json`: the text of the tokenizer.json `tokenizer` was loaded from (its model and added tokens); empty
-  // for a SentencePiece tokenizer.model (pieces read as SentencePiece pieces: "▁" a space, <0xXX> byte XX).
+  // `tokenizer_json`: the text of the tokenizer.json `tokenizer` was loaded from (Tokenizer::json_in_folder: its model
+  // and added tokens); without a ByteLevel step, pieces are read as SentencePiece pieces ("▁" a space, <0xXX> byte XX).
   TokenAligner(const Tokenizer& tokenizer, std::string_view tokenizer_json, const std::string& source);
 
   // Offsets of `ids` = tokenizer.encode(text, add_special_tokens=false) in `text`.

@@ -83,9 +83,19 @@ const char* phase_name(Phase phase) {
 }
 
 GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name) {
+  if (name == "sm90") return GroupedGemmBackend::Sm90;
   if (name == "moetune") return GroupedGemmBackend::Moetune;
   if (name == "cublas") return GroupedGemmBackend::Cublas;
-  fail("unknown grouped GEMM backend \"", name, "\" (expected moetune or cublas)");
+  fail("unknown grouped GEMM backend \"", name, "\" (expected sm90, moetune or cublas)");
+}
+
+const char* grouped_gemm_backend_name(GroupedGemmBackend backend) {
+  switch (backend) {
+    case GroupedGemmBackend::Sm90: return "sm90";
+    case GroupedGemmBackend::Moetune: return "moetune";
+    case GroupedGemmBackend::Cublas: return "cublas";
+  }
+  return "?";
 }
 
 GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
@@ -96,6 +106,8 @@ GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStre
   if (c.hidden_size % kGroupedGemmDimMultiple != 0 || c.moe_intermediate_size % kGroupedGemmDimMultiple != 0 ||
       c.num_experts > kGroupedGemmMaxExperts)
     grouped_gemm_ = GroupedGemmBackend::Cublas;
+  if (grouped_gemm_ == GroupedGemmBackend::Sm90 && c.num_sparse_layers() > 0)
+    sm90_gemm_ = std::make_unique<Sm90GroupedGemm>(c.held_experts());
   if (c.num_experts > kMoeMaxExperts || c.top_k > kMoeMaxTopK)
     fail("the CUDA backend supports at most ", kMoeMaxExperts, " experts and top-", kMoeMaxTopK);
   layers_.resize(c.num_layers);

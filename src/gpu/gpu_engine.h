@@ -16,6 +16,7 @@
 #include "model/weights.h"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/grouped_gemm_sm90.h"
 
 namespace moetune::cuda {
 
@@ -48,14 +49,16 @@ struct GpuLoss {
   double aux = 0.0;
 };
 
-// Which implementation runs the experts' grouped GEMMs: moetune's own kernel (ops/cuda/grouped_gemm.h: expert sizes
-// read on the device, no host synchronisation; needs hidden and expert widths that are multiples of 64, else the
-// engine falls back to cuBLAS) or cuBLAS's grouped GEMM (per-expert sizes copied to the host once per layer).
-enum class GroupedGemmBackend { Moetune, Cublas };
-GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name);  // "moetune" | "cublas"
+// Which implementation runs the experts' grouped GEMMs: the Hopper kernel (ops/cuda/grouped_gemm_sm90.h: CUTLASS
+// wgmma + TMA), moetune's portable kernel (ops/cuda/grouped_gemm.h: mma.sync) — both read the expert sizes on the
+// device, no host synchronisation, and need hidden and expert widths that are multiples of 64, else the engine falls
+// back to cuBLAS — or cuBLAS's grouped GEMM (per-expert sizes copied to the host once per layer).
+enum class GroupedGemmBackend { Sm90, Moetune, Cublas };
+GroupedGemmBackend parse_grouped_gemm_backend(const std::string& name);  // "sm90" | "moetune" | "cublas"
+const char* grouped_gemm_backend_name(GroupedGemmBackend backend);
 
 struct GpuEngineOptions {
-  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune;
+  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Sm90;
   // Per-layer activation recompute: the forward keeps only each layer's input (N, H) and the backward of layer l first
   // re-runs layer l's forward into one set of layer activations shared by all layers (the last layer's is still there
   // from the forward). Activation memory: one layer's activations + L layer inputs instead of L layers' activations.
@@ -145,9 +148,12 @@ class GpuEngine {
     int experts = 0;                 // experts on this rank
     long rows = 0;                   // rows they take
     const int32_t* offsets = nullptr;  // (experts + 1) device
-    bool own = true;                 // moetune's grouped GEMM (else cuBLAS's, with Layer::host_offsets)
+    bool own = true;                 // a device-offset grouped GEMM (else cuBLAS's, with Layer::host_offsets)
   };
   ExpertRows expert_rows(int l, bool forward);
+  // One grouped product of the experts on the device-offset backends (grouped_gemm.h's contract).
+  void expert_gemm(GroupedLayout layout, const ExpertRows& x, int a_cols, int c_cols, const bf16* A, const bf16* B,
+                   bf16* C);
   void shared_expert_forward(int l, const GpuWeights& w);
   void shared_expert_backward(int l, const GpuWeights& w, const GpuWeights& g);
   void head_forward_backward(const GpuWeights& w, const GpuWeights* g, float ce_scale);
@@ -158,6 +164,7 @@ class GpuEngine {
   int batch_, seq_len_, tokens_;
   cudaStream_t stream_;
   GroupedGemmBackend grouped_gemm_;
+  std::unique_ptr<Sm90GroupedGemm> sm90_gemm_;  // GroupedGemmBackend::Sm90 only
   bool recompute_;
   Gemm gemm_;
   Attention attention_;

@@ -21,7 +21,7 @@ GpuEngine::ExpertRows GpuEngine::expert_rows(int l, bool forward) {
   Layer& a = layers_[l];
   Buffers& b = *b_;
   ExpertRows x;
-  x.own = grouped_gemm_ == GroupedGemmBackend::Moetune;
+  x.own = grouped_gemm_ != GroupedGemmBackend::Cublas;
   if (exchange_) {
     if (forward) exchange_->plan(l, a.offsets, stream_);
     x.experts = exchange_->local_experts();
@@ -40,6 +40,14 @@ GpuEngine::ExpertRows GpuEngine::expert_rows(int l, bool forward) {
     a.host_offsets.assign(b.host_offsets_pinned, b.host_offsets_pinned + c.num_experts + 1);
   }
   return x;
+}
+
+void GpuEngine::expert_gemm(GroupedLayout layout, const ExpertRows& x, int a_cols, int c_cols, const bf16* A,
+                            const bf16* B, bf16* C) {
+  if (sm90_gemm_)
+    sm90_gemm_->run(layout, x.offsets, x.experts, a_cols, c_cols, A, B, C, stream_);
+  else
+    grouped_gemm(layout, x.offsets, x.experts, x.rows, a_cols, c_cols, A, B, C, stream_);
 }
 
 void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) {
@@ -77,14 +85,14 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) 
     mark(Phase::ExpertGemm);
     if (x.rows > 0) {
       if (x.own)
-        grouped_gemm(GroupedLayout::kNT, x.offsets, x.experts, x.rows, H, 2 * I, a.expert_in, w.experts_gate_up, a.gate_up, stream_);
+        expert_gemm(GroupedLayout::kNT, x, H, 2 * I, a.expert_in, w.experts_gate_up, a.gate_up);
       else
         gemm_.grouped_linear_forward(a.gate_up, a.expert_in, w.experts_gate_up, a.host_offsets, H, 2 * I);
       mark(Phase::Other);
       swiglu_forward(a.act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
       if (x.own)
-        grouped_gemm(GroupedLayout::kNT, x.offsets, x.experts, x.rows, I, H, a.act, w.experts_down, a.expert_rows_out, stream_);
+        expert_gemm(GroupedLayout::kNT, x, I, H, a.act, w.experts_down, a.expert_rows_out);
       else
         gemm_.grouped_linear_forward(a.expert_rows_out, a.act, w.experts_down, a.host_offsets, I, H);
     }
@@ -137,8 +145,8 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     if (x.rows > 0) {
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_act = d_out · W_down[e];  d W_down[e] += d_out_e^T · act_e
-        grouped_gemm(GroupedLayout::kNN, x.offsets, x.experts, x.rows, H, I, d_expert, w.experts_down, b.d_act, stream_);
-        grouped_gemm(GroupedLayout::kTN, x.offsets, x.experts, x.rows, H, I, d_expert, a.act, g.experts_down, stream_);
+        expert_gemm(GroupedLayout::kNN, x, H, I, d_expert, w.experts_down, b.d_act);
+        expert_gemm(GroupedLayout::kTN, x, H, I, d_expert, a.act, g.experts_down);
       } else {
         gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, a.act, w.experts_down, a.host_offsets, I, H);
       }
@@ -146,8 +154,8 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
       swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_in = d_gate_up · W_gate_up[e];  d W_gate_up[e] += d_gate_up_e^T · in_e
-        grouped_gemm(GroupedLayout::kNN, x.offsets, x.experts, x.rows, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert, stream_);
-        grouped_gemm(GroupedLayout::kTN, x.offsets, x.experts, x.rows, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up, stream_);
+        expert_gemm(GroupedLayout::kNN, x, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert);
+        expert_gemm(GroupedLayout::kTN, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
       } else {
         gemm_.grouped_linear_backward(d_expert, g.experts_gate_up, b.d_gate_up, a.expert_in, w.experts_gate_up,
                                       a.host_offsets, H, 2 * I);

@@ -7,6 +7,7 @@
 #include "core/dtype.h"
 #include "gpu/elementwise.h"
 #include "gpu/gpu_loader.h"
+#include "gpu/zero_optimizer.h"
 #include "parallel/expert_shard.h"
 #include "parallel/nccl_comm.h"
 
@@ -30,6 +31,16 @@ int group_of(const std::string& name, const ModelConfig& config) {
   return head_group(config);
 }
 
+bool is_expert(const ParamInfo& info) { return info.name.find("mlp.experts.") != std::string::npos; }
+
+// The layout as ZeRO-1 cuts it (parallel/zero_layout.h): gradient groups and routed-expert flags.
+std::vector<parallel::ZeroParam> zero_params(const ParamLayout& layout, const ModelConfig& config) {
+  std::vector<parallel::ZeroParam> params;
+  for (const ParamInfo& info : layout.params())
+    params.push_back({info.offset, info.numel, info.weight_decay, group_of(info.name, config), is_expert(info)});
+  return params;
+}
+
 }  // namespace
 
 GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, const TrainOptions& options,
@@ -40,13 +51,21 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
          "norm: set the max grad norm to 0 or turn the fused step off");
   if (gpu_.fused_optimizer && config_.tie_word_embeddings)
     fail("the fused optimizer step does not support tied embeddings yet");
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaStreamCreateWithFlags(&optimizer_stream_, cudaStreamNonBlocking));
+  if (gpu_.zero_stage != 0 && gpu_.zero_stage != 1)
+    fail("ZeRO stage ", gpu_.zero_stage, " is not available (0: off, 1: optimizer state sharded over the ranks)");
+  // The fused optimizer step's AdamW (memory-bound, many short blocks) runs beside the backward pass; the compute
+  // stream gets the higher priority so that its kernels (the persistent expert GEMMs first) take SMs as soon as they
+  // free up, and AdamW fills what is left instead of holding SMs the GEMMs wait for.
+  int lowest_priority = 0, highest_priority = 0;
+  CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest_priority, &highest_priority));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, highest_priority));
+  CUDA_CHECK(cudaStreamCreateWithPriority(&optimizer_stream_, cudaStreamNonBlocking, lowest_priority));
   for (int k = 0; k < 2; ++k) {
     CUDA_CHECK(cudaEventCreateWithFlags(&ready_[k], cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&free_[k], cudaEventDisableTiming));
   }
   CUDA_CHECK(cudaEventCreateWithFlags(&optimizer_done_, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&stepped_, cudaEventDisableTiming));
 
   // Gradient groups (layers, head, embedding) and the whole model, with their parameter spans.
   const int group_count = config_.num_layers + 2;
@@ -65,11 +84,17 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     group.plan = AdamWPlan(spans, group.end - group.start);
     if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, group.end - group.start);
   }
+  // The second group buffer starts 16-byte aligned, as the AdamW kernels' vector accesses need.
+  group_buffer_elements_ = (group_buffer_elements_ + ParamLayout::kParamAlignment - 1) / ParamLayout::kParamAlignment *
+                           ParamLayout::kParamAlignment;
 
   const size_t total = layout_.total_floats();
   params_ = DeviceBuffer<bf16>(total);
   if (gpu_.evaluate_only) {
     // Evaluation only: the bf16 parameters are all there is (no gradients, moments or master weights).
+  } else if (gpu_.zero_stage == 1 && world_size() > 1) {
+    zero_ = std::make_unique<ZeroOptimizer>(zero_params(layout_, config_), gpu_.recipe == Recipe::MixedMaster,
+                                            *gpu_.world, gpu_.expert_replicas);
   } else if (gpu_.recipe == Recipe::Bf16) {
     m16_ = DeviceBuffer<bf16>(total);
     v16_ = DeviceBuffer<bf16>(total);
@@ -105,8 +130,11 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     if (host_params) master_.upload(std::vector<float>(host_params, host_params + total));
     else convert_bf16_to_f32(master_.data(), params_.data(), total, stream_);
   }
+  if (zero_ && host_params) zero_->set_masters(host_params);
+  else if (zero_) zero_->set_masters(params_.data(), stream_);
   norm_result_ = DeviceBuffer<float>(1);
   norm_scratch_ = DeviceBuffer<float>(grad_norm_scratch_floats());
+  if (world_size() > 1) sums_ = DeviceBuffer<double>(3);
   weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(params_.data())));
   if (!gpu_.fused_optimizer && !gpu_.evaluate_only)
     grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
@@ -121,7 +149,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   engine_options.expert_exchange = gpu_.expert_exchange;
   engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, engine_options);
   for (const ParamInfo& info : layout_.params()) {
-    const bool expert = info.name.find("mlp.experts.") != std::string::npos;
+    const bool expert = is_expert(info);
     if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
     else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
   }
@@ -135,6 +163,7 @@ GpuTrainer::~GpuTrainer() {
     cudaEventDestroy(free_[k]);
   }
   cudaEventDestroy(optimizer_done_);
+  cudaEventDestroy(stepped_);
   if (optimizer_stream_) cudaStreamDestroy(optimizer_stream_);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -160,13 +189,17 @@ LoadReport GpuTrainer::load_checkpoint(const std::string& folder, const LoadOpti
     report = load_hf_weights_to_gpu(folder, config_, layout_, params_.data(), options);
   }
   if (master_.size() > 0) convert_bf16_to_f32(master_.data(), params_.data(), params_.size(), stream_);
+  if (zero_) zero_->set_masters(params_.data(), stream_);
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   return report;
 }
 
-size_t GpuTrainer::parameter_bytes() const { return params_.size() * sizeof(bf16) + master_.size() * sizeof(float); }
+size_t GpuTrainer::parameter_bytes() const {
+  return params_.size() * sizeof(bf16) + master_.size() * sizeof(float) + (zero_ ? zero_->master_bytes() : 0);
+}
 size_t GpuTrainer::gradient_bytes() const { return grads_.size() * sizeof(bf16); }
 size_t GpuTrainer::optimizer_bytes() const {
+  if (zero_) return zero_->optimizer_bytes();
   return (m16_.size() + v16_.size()) * sizeof(bf16) + (m32_.size() + v32_.size()) * sizeof(float);
 }
 
@@ -186,13 +219,32 @@ void GpuTrainer::end_group(int group) {
   if (!gpu_.fused_optimizer) return;
   const int k = current_buffer_;
   bf16* buffer = grads_.data() + k * group_buffer_elements_;
-  reduce_gradients(buffer, groups_[group].start, groups_[group].end);
+  const Group& g = groups_[group];
+  if (zero_) {
+    engine_->mark_communication();
+    gather_pending();
+    zero_->reduce_scatter(buffer, g.start, g.end, stream_);
+  } else {
+    reduce_gradients(buffer, g.start, g.end);
+  }
   CUDA_CHECK(cudaEventRecord(ready_[k], stream_));
   CUDA_CHECK(cudaStreamWaitEvent(optimizer_stream_, ready_[k], 0));
-  optimizer_update(groups_[group], buffer, optimizer_stream_, 1.0f);
-  const Group& g = groups_[group];
+  if (zero_) zero_->update(params_.data(), buffer, g.start, g.end, hyper_, 1.0f, optimizer_stream_);
+  else optimizer_update(g, buffer, optimizer_stream_, 1.0f);
+  if (zero_) {
+    CUDA_CHECK(cudaEventRecord(stepped_, optimizer_stream_));
+    pending_gather_ = group;
+  }
   CUDA_CHECK(cudaMemsetAsync(buffer, 0, (g.end - g.start) * sizeof(bf16), optimizer_stream_));
   CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
+}
+
+void GpuTrainer::gather_pending() {
+  if (pending_gather_ < 0) return;
+  const Group& g = groups_[pending_gather_];
+  pending_gather_ = -1;
+  CUDA_CHECK(cudaStreamWaitEvent(stream_, stepped_, 0));
+  zero_->all_gather(params_.data(), g.start, g.end, stream_);
 }
 
 void GpuTrainer::optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale) {
@@ -241,6 +293,11 @@ void GpuTrainer::set_batch(const Batch& batch) {
 }
 
 double GpuTrainer::global_grad_norm_squared() {
+  if (zero_) {  // each rank's share, every element counted once over the world
+    double share = zero_->grad_norm_squared_share(grads_.data(), stream_);
+    sum_over(*gpu_.world, &share, 1);
+    return share;
+  }
   grad_norm_squared(grads_.data(), grads_.size(), norm_result_.data(), norm_scratch_.data(), stream_);
   float total = 0.0f;
   CUDA_CHECK(cudaMemcpyAsync(&total, norm_result_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
@@ -257,12 +314,8 @@ double GpuTrainer::global_grad_norm_squared() {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     experts += part;
   }
-  DeviceBuffer<double> sum(1);
-  CUDA_CHECK(cudaMemcpyAsync(sum.data(), &experts, sizeof experts, cudaMemcpyHostToDevice, stream_));
-  gpu_.expert_group->all_reduce(sum.data(), sum.data(), 1, ncclSum, stream_);
-  double group_experts = 0.0;
-  CUDA_CHECK(cudaMemcpyAsync(&group_experts, sum.data(), sizeof group_experts, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  double group_experts = experts;
+  sum_over(*gpu_.expert_group, &group_experts, 1);
   return std::max(0.0, total - experts) + group_experts;
 }
 
@@ -281,14 +334,18 @@ void GpuTrainer::reduce_gradients(bf16* grads, size_t start, size_t end) {
 
 GpuLoss GpuTrainer::reduce_loss(const GpuLoss& local) {
   if (world_size() == 1) return local;
-  const double host[3] = {local.ce_sum, static_cast<double>(local.counted), local.aux};
-  DeviceBuffer<double> sums(3);
-  CUDA_CHECK(cudaMemcpyAsync(sums.data(), host, sizeof host, cudaMemcpyHostToDevice, stream_));
-  gpu_.world->all_reduce(sums.data(), sums.data(), 3, ncclSum, stream_);
-  double total[3];
-  CUDA_CHECK(cudaMemcpyAsync(total, sums.data(), sizeof total, cudaMemcpyDeviceToHost, stream_));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  double total[3] = {local.ce_sum, static_cast<double>(local.counted), local.aux};
+  sum_over(*gpu_.world, total, 3);
   return {total[0], static_cast<int64_t>(total[1]), total[2] / world_size()};
+}
+
+void GpuTrainer::sum_over(const parallel::NcclComm& comm, double* values, int count) {
+  MT_ASSERT(count >= 1 && static_cast<size_t>(count) <= sums_.size());
+  const size_t bytes = static_cast<size_t>(count) * sizeof(double);
+  CUDA_CHECK(cudaMemcpyAsync(sums_.data(), values, bytes, cudaMemcpyHostToDevice, stream_));
+  comm.all_reduce(sums_.data(), sums_.data(), static_cast<size_t>(count), ncclSum, stream_);
+  CUDA_CHECK(cudaMemcpyAsync(values, sums_.data(), bytes, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void GpuTrainer::check_batch(const Batch& batch) const {
@@ -333,6 +390,10 @@ StepStats GpuTrainer::step(const std::vector<Batch>& micro_batches) {
     engine_->run(weights_, this, ce_scale, aux_scale);
     CUDA_CHECK(cudaEventRecord(optimizer_done_, optimizer_stream_));
     CUDA_CHECK(cudaStreamWaitEvent(stream_, optimizer_done_, 0));  // the next forward reads the updated parameters
+    if (zero_) {  // the last group's parameters (the embedding)
+      engine_->mark_communication();
+      gather_pending();
+    }
     local = engine_->loss();
     stats.grad_norm = std::nan("");  // never materialised as a whole
   } else {
@@ -345,7 +406,12 @@ StepStats GpuTrainer::step(const std::vector<Batch>& micro_batches) {
       local.counted += parts.counted;
       local.aux += parts.aux / micro;
     }
-    reduce_gradients(grads_.data(), 0, layout_.total_floats());
+    if (zero_) {
+      engine_->mark_communication();
+      zero_->reduce_scatter(grads_.data(), 0, layout_.total_floats(), stream_);
+    } else {
+      reduce_gradients(grads_.data(), 0, layout_.total_floats());
+    }
     engine_->mark_optimizer();
     stats.grad_norm = std::sqrt(global_grad_norm_squared());
     if (!std::isfinite(stats.grad_norm))
@@ -356,7 +422,13 @@ StepStats GpuTrainer::step(const std::vector<Batch>& micro_batches) {
       if (clip < 1.0) grad_scale = static_cast<float>(clip);
     }
     set_step_hyper(stats);
-    optimizer_update(groups_.back(), grads_.data(), stream_, grad_scale);
+    if (zero_) {
+      zero_->update(params_.data(), grads_.data(), 0, layout_.total_floats(), hyper_, grad_scale, stream_);
+      engine_->mark_communication();
+      zero_->all_gather(params_.data(), 0, layout_.total_floats(), stream_);
+    } else {
+      optimizer_update(groups_.back(), grads_.data(), stream_, grad_scale);
+    }
   }
   const GpuLoss parts = reduce_loss(local);
   stats.counted = parts.counted;
@@ -366,8 +438,10 @@ StepStats GpuTrainer::step(const std::vector<Batch>& micro_batches) {
   return stats;
 }
 
-std::vector<float> GpuTrainer::download_params() const {
+std::vector<float> GpuTrainer::download_params(bool keep) const {
   synchronize();
+  if (zero_ && gpu_.recipe == Recipe::MixedMaster) return zero_->download_masters(layout_.total_floats(), keep, stream_);
+  if (!keep) return {};
   if (master_.size() > 0) return master_.download();
   const std::vector<bf16> raw = params_.download();
   std::vector<float> out(raw.size());

@@ -13,6 +13,18 @@
 // masters become them exactly and the bf16 parameters their round-to-nearest-even rounding, which is what every
 // optimizer step leaves in them) and importing the state, so the next steps are the uninterrupted run's bit for bit
 // (the kernels are deterministic). Moments live in the same arenas with or without the fused optimizer step.
+//
+// ZeRO-1 (GpuOptions::zero_stage 1, several ranks): the moments and recipe (b)'s masters are sharded over the ranks
+// sharing the parameters (gpu/zero_optimizer.h, cut per gradient group: parallel/zero_layout.h); a step reduce-scatters
+// the gradients instead of all-reducing them, steps this rank's shard and all-gathers the updated bf16 parameters.
+// With the fused step each group is reduce-scattered on the engine's stream and stepped on the optimizer stream as
+// before; its all-gather is enqueued on the engine's stream when the next group ends (or when the step ends), once the
+// optimizer stream has stepped it, so the optimizer still overlaps the backward and every collective stays on one
+// stream, in the same order on every rank. Clipping sums each rank's share of the squared norm over the world;
+// accumulation sums the micro-batches' gradients in the whole arena first, as without ZeRO. The parameters stay whole
+// on every rank, so evaluation and the next forward are unchanged. export_state, download_params (recipe (b)) and
+// nothing else become collective: every rank calls them, in the same order (they gather the shards), and the state
+// they return is the full, device-neutral one, as without ZeRO.
 #pragma once
 
 #include <memory>
@@ -33,6 +45,8 @@ class NcclComm;
 
 namespace moetune::cuda {
 
+class ZeroOptimizer;  // gpu/zero_optimizer.h
+
 enum class Recipe { Bf16, MixedMaster };
 Recipe parse_recipe(const std::string& name);  // "bf16" | "mixed"
 const char* recipe_name(Recipe recipe);
@@ -41,7 +55,7 @@ struct GpuOptions {
   Recipe recipe = Recipe::Bf16;
   bool fused_optimizer = false;  // needs max_grad_norm == 0 and untied embeddings
   uint64_t seed = 0;             // random initialisation when no parameters are given
-  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Moetune;
+  GroupedGemmBackend grouped_gemm = GroupedGemmBackend::Sm90;
   bool evaluate_only = false;    // no gradient or optimizer arenas: evaluate() only (moetune eval)
   bool recompute = false;        // per-layer activation recompute in the backward pass (a GpuEngine option)
   int max_documents = 0;         // packed batches: the most documents per batch (0 = packing off; GpuEngineOptions)
@@ -55,6 +69,9 @@ struct GpuOptions {
   const parallel::NcclComm* expert_replicas = nullptr;
   double expert_capacity = 0.0;  // GpuEngineOptions::expert_capacity
   ExchangeBackend expert_exchange = ExchangeBackend::Nccl;  // GpuEngineOptions::expert_exchange
+  // 0: every rank keeps the whole optimizer state; 1: ZeRO-1, sharded over the ranks sharing the parameters (see the
+  // top of this file). No effect with one rank (nothing to shard over).
+  int zero_stage = 0;
 };
 
 class GpuTrainer : private GradientSink {
@@ -70,7 +87,8 @@ class GpuTrainer : private GradientSink {
   LoadReport load_checkpoint(const std::string& folder, const LoadOptions& options = {});
 
   // The optimizer state after the last step (see the top of this file). Host memory: two fp32 values per parameter.
-  TrainState export_state() const;
+  // ZeRO-1: collective (every rank calls it); keep = false takes part without building the host copy (empty state).
+  TrainState export_state(bool keep = true) const;
   // Replaces the optimizer state (resuming): step count and moments (layout.total_floats() values each, else Error);
   // recipe (a) rounds the moments to bf16 (exact for moments it exported).
   void import_state(const TrainState& state);
@@ -79,17 +97,22 @@ class GpuTrainer : private GradientSink {
   StepStats step(const Batch& batch);
   // One optimizer step over several micro-batches (gradient accumulation; not with the fused optimizer step).
   StepStats step(const std::vector<Batch>& micro_batches);
-  // Forward + backward into zeroed gradients, no update (tests; not with the fused optimizer).
+  // Forward + backward into zeroed gradients, all-reduced in full (with or without ZeRO-1), no update (tests; not with
+  // the fused optimizer).
   GpuLoss compute_gradients(const Batch& batch);
   GpuLoss evaluate(const Batch& batch);
 
-  std::vector<float> download_params() const;  // fp32, layout order: recipe (b)'s masters, recipe (a) widened
-  std::vector<float> download_grads() const;   // fp32, layout order (not with the fused optimizer)
+  // fp32, layout order: recipe (b)'s masters, recipe (a) widened. ZeRO-1: collective, keep as export_state.
+  std::vector<float> download_params(bool keep = true) const;
+  // fp32, layout order (not with the fused optimizer). With ZeRO-1, after step() only this rank's shards (and the
+  // segments' tails) hold reduced gradients; after compute_gradients all of it does.
+  std::vector<float> download_grads() const;
   GpuEngine& engine() { return *engine_; }
   const ParamLayout& layout() const { return layout_; }
   size_t parameter_bytes() const;
   size_t gradient_bytes() const;
   size_t optimizer_bytes() const;
+  bool shards_optimizer() const { return zero_ != nullptr; }  // ZeRO-1 in effect (several ranks)
 
  private:
   struct Group {
@@ -109,6 +132,11 @@ class GpuTrainer : private GradientSink {
   void reduce_gradients(bf16* grads, size_t start, size_t end);
   // Many GPUs: the loss parts summed over the world (ce_sum, counted) and averaged (aux).
   GpuLoss reduce_loss(const GpuLoss& local);
+  // values (count <= 3, host) summed over comm's ranks, in place, through sums_; synchronises stream_.
+  void sum_over(const parallel::NcclComm& comm, double* values, int count);
+  // ZeRO-1, fused step: all-gathers the parameters of the group stepped last (pending_gather_), on stream_ once the
+  // optimizer stream has stepped it.
+  void gather_pending();
   int world_size() const;
   void set_step_hyper(StepStats& stats);
   void require_training(const char* what) const;
@@ -125,15 +153,19 @@ class GpuTrainer : private GradientSink {
   cudaStream_t stream_ = nullptr, optimizer_stream_ = nullptr;
   std::unique_ptr<GpuEngine> engine_;
   DeviceBuffer<bf16> params_, grads_;          // grads_: the whole arena, or two group-sized buffers (fused)
-  DeviceBuffer<float> master_;                 // recipe (b) only
-  DeviceBuffer<bf16> m16_, v16_;               // recipe (a)
-  DeviceBuffer<float> m32_, v32_;              // recipe (b)
+  DeviceBuffer<float> master_;                 // recipe (b) only (without ZeRO-1)
+  DeviceBuffer<bf16> m16_, v16_;               // recipe (a) (without ZeRO-1)
+  DeviceBuffer<float> m32_, v32_;              // recipe (b) (without ZeRO-1)
   std::vector<Group> groups_;                  // index: group id (layers, head, embedding); whole model last
   DeviceBuffer<float> norm_result_, norm_scratch_;
   GpuWeights weights_, grad_view_;
   size_t group_buffer_elements_ = 0;
   int next_buffer_ = 0, current_buffer_ = 0;
   cudaEvent_t ready_[2] = {}, free_[2] = {}, optimizer_done_ = nullptr;
+  std::unique_ptr<ZeroOptimizer> zero_;        // ZeRO-1: the sharded state (the arenas above then stay empty)
+  cudaEvent_t stepped_ = nullptr;              // ZeRO-1, fused step: the optimizer stream has stepped pending_gather_
+  int pending_gather_ = -1;
+  DeviceBuffer<double> sums_;                  // (3) host values summed over the ranks (loss parts, norm parts)
   AdamWHyper hyper_{};
   long steps_done_ = 0;
   int batch_size_, seq_len_;

@@ -35,6 +35,14 @@ void reduce_scatter_mean(const parallel::NcclComm& comm, bf16* arena, const para
   comm.reduce_scatter(arena, shard, layout.shard, ncclAvg, stream);
 }
 
+void reduce_scatter_sum(const parallel::NcclComm& comm, bf16* arena, const parallel::ShardLayout& layout,
+                        cudaStream_t stream) {
+  check_layout("reduce_scatter_sum", comm, layout);
+  if (layout.shard == 0) return;
+  bf16* shard = arena + layout.begin(comm.rank());
+  comm.reduce_scatter(arena, shard, layout.shard, ncclSum, stream);
+}
+
 void reduce_scatter_mean_fp32(const parallel::NcclComm& comm, const bf16* grads, float* scratch,
                               const parallel::ShardLayout& layout, cudaStream_t stream) {
   check_layout("reduce_scatter_mean_fp32", comm, layout);

@@ -2,6 +2,8 @@
 // weights, the world for the replicated rest), and a ZeRO-1 optimizer additionally splits the optimizer step over those
 // ranks: reduce-scatter the gradients so each rank has the mean of its shard, step the shard, all-gather the
 // parameters. These are the few calls that do it on the engine's flat bf16 arenas (shards: parallel/shard_layout.h).
+// GpuTrainer's ZeRO-1 (gpu/zero_optimizer.h) runs reduce_scatter_sum and all_gather_shards on segment bodies that
+// need no padding (parallel/zero_layout.h).
 //
 // Precision. NCCL reduces bf16 in bf16: ncclAvg multiplies each rank's value by the bf16-rounded 1/P, and every partial
 // sum of a ring or tree is rounded to bf16 again (P - 1 roundings; exact division only when P is a power of two). The
@@ -32,6 +34,11 @@ void all_reduce_mean_fp32(const parallel::NcclComm& comm, bf16* grads, float* sc
 // padding [layout.count, padded) must be zero. layout.ranks must equal comm.size().
 void reduce_scatter_mean(const parallel::NcclComm& comm, bf16* arena, const parallel::ShardLayout& layout,
                          cudaStream_t stream);
+
+// ZeRO-1, gradients that are sums (GpuTrainer: each rank pre-scales its loss by 1 / (labels x world)): as
+// reduce_scatter_mean, with the sum over comm's ranks instead of the mean.
+void reduce_scatter_sum(const parallel::NcclComm& comm, bf16* arena, const parallel::ShardLayout& layout,
+                        cudaStream_t stream);
 
 // ZeRO-1, gradients reduced in fp32 (for the mixed recipe, whose optimizer reads fp32): grads (layout.count) bf16,
 // unchanged; scratch (layout.padded()) fp32, overwritten: afterwards scratch[begin(rank), + shard) holds the mean of

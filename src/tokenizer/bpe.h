@@ -23,32 +23,24 @@
 #include <vector>
 
 #include "tokenizer/json_path.h"
+#include "tokenizer/model.h"
 
 namespace moetune::tokenizer {
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
-using StringToId = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
-
 class WordCache;
 
-class BpeModel {
+class BpeModel final : public Model {
  public:
   static BpeModel from_json(const tokenizer_json::JsonAt& model);
   BpeModel(BpeModel&&) noexcept;
   BpeModel& operator=(BpeModel&&) noexcept;
-  ~BpeModel();
+  ~BpeModel() override;
 
-  // Appends the ids of one pre-tokenized word.
-  void tokenize(std::string_view word, std::vector<int32_t>& ids) const;
-
-  std::optional<int32_t> token_to_id(std::string_view token) const;
-  const std::string* id_to_token(int32_t id) const;  // nullptr when the id is not in the vocab
-  // Entries in the vocab (HF's Model::get_vocab_size, which places the first added token that is not in the vocab).
-  size_t size() const { return vocab_.size(); }
-  int32_t max_id() const { return static_cast<int32_t>(vocab_r_.size()) - 1; }
+  void tokenize(std::string_view word, std::vector<int32_t>& ids) const override;
+  std::optional<int32_t> token_to_id(std::string_view token) const override;
+  const std::string* id_to_token(int32_t id) const override;
+  size_t size() const override { return vocab_.size(); }
+  int32_t max_id() const override { return static_cast<int32_t>(vocab_r_.size()) - 1; }
 
  private:
   BpeModel();

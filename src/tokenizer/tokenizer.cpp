@@ -14,7 +14,8 @@
 #include "tokenizer/normalizer.h"
 #include "tokenizer/post_processor.h"
 #include "tokenizer/pre_tokenizer.h"
-#include "tokenizer/sentencepiece_tokenizer.h"
+#include "tokenizer/sentencepiece_conversion.h"
+#include "tokenizer/unigram.h"
 #include "tokenizer/utf8.h"
 
 namespace moetune {
@@ -22,11 +23,11 @@ namespace moetune {
 using tokenizer_json::JsonAt;
 
 struct Tokenizer::Impl {
-  explicit Impl(tokenizer::BpeModel bpe) : model(std::move(bpe)) {}
+  explicit Impl(std::unique_ptr<tokenizer::Model> m) : model(std::move(m)) {}
 
   std::unique_ptr<tokenizer::Normalizer> normalizer;        // null: none
   std::unique_ptr<tokenizer::PreTokenizer> pre_tokenizer;   // null: the whole piece is one word
-  tokenizer::BpeModel model;
+  std::unique_ptr<tokenizer::Model> model;                  // BPE or Unigram
   std::unique_ptr<tokenizer::PostProcessor> post_processor; // null: nothing added
   std::unique_ptr<tokenizer::Decoder> decoder;              // null: tokens joined with spaces
   tokenizer::AddedVocabulary added;
@@ -34,7 +35,6 @@ struct Tokenizer::Impl {
 };
 
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Tokenizer::Tokenizer(std::unique_ptr<tokenizer::SentencePieceTokenizer> spm) : spm_(std::move(spm)) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
@@ -57,23 +57,24 @@ void check_top_level(const JsonAt& top) {
   }
 }
 
-tokenizer::BpeModel load_model(const JsonAt& model) {
+std::unique_ptr<tokenizer::Model> load_model(const JsonAt& model) {
   model.expect_object();
   if (model.has_value("type")) {
     std::string type = model.at("type").as_string();
+    if (type == "Unigram") return tokenizer::UnigramModel::from_json(model);
     if (type != "BPE") {
       model.at("type").fail("model type \"", type, "\" is not supported (moetune implements BPE: byte-level as in ",
-                            "Qwen/OLMoE/GPT-2, SentencePiece-style as in Mixtral/Llama)");
+                            "Qwen/OLMoE/GPT-2, SentencePiece-style as in Mixtral/Llama; and Unigram)");
     }
   } else if (!model.has("merges")) {
     model.fail("the model has no \"type\" and no \"merges\": not a BPE model");
   }
-  return tokenizer::BpeModel::from_json(model);
+  return std::make_unique<tokenizer::BpeModel>(tokenizer::BpeModel::from_json(model));
 }
 
 // HF adds the tokens one by one (TokenizerImpl deserialization -> AddedVocabulary::add_tokens): a token whose content
 // is already a vocab token takes that id, the others take model size, then one more than the largest added id.
-void load_added_tokens(const JsonAt& top, const tokenizer::BpeModel& model, const tokenizer::Normalizer* normalizer,
+void load_added_tokens(const JsonAt& top, const tokenizer::Model& model, const tokenizer::Normalizer* normalizer,
                        tokenizer::AddedVocabulary& added) {
   std::vector<tokenizer::AddedToken> tokens;
   std::vector<std::string> patterns;
@@ -143,9 +144,9 @@ Tokenizer Tokenizer::from_json_string(std::string_view json_text, const std::str
   if (top.has_value("pre_tokenizer")) impl->pre_tokenizer = tokenizer::make_pre_tokenizer(top.at("pre_tokenizer"));
   if (top.has_value("post_processor")) impl->post_processor = tokenizer::make_post_processor(top.at("post_processor"));
   if (top.has_value("decoder")) impl->decoder = tokenizer::make_decoder(top.at("decoder"));
-  load_added_tokens(top, impl->model, impl->normalizer.get(), impl->added);
+  load_added_tokens(top, *impl->model, impl->normalizer.get(), impl->added);
 
-  impl->max_id = impl->model.max_id();
+  impl->max_id = impl->model->max_id();
   for (const auto& token : impl->added.tokens()) impl->max_id = std::max(impl->max_id, token.id);
   return Tokenizer(std::move(impl));
 }
@@ -167,16 +168,21 @@ std::string Tokenizer::file_in_folder(const std::string& folder) {
        "Hugging Face tokenizer is needed)");
 }
 
-Tokenizer Tokenizer::from_sentencepiece(const std::string& model_path, const std::string& tokenizer_config_path) {
-  return Tokenizer(std::make_unique<tokenizer::SentencePieceTokenizer>(model_path, tokenizer_config_path));
+std::string Tokenizer::json_in_folder(const std::string& folder) {
+  namespace fs = std::filesystem;
+  const std::string path = file_in_folder(folder);
+  if (fs::path(path).filename() == "tokenizer.model") return tokenizer::convert_sentencepiece_folder(folder).dump();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 Tokenizer Tokenizer::from_folder(const std::string& folder) {
-  namespace fs = std::filesystem;
   const std::string path = file_in_folder(folder);
-  if (fs::path(path).filename() == "tokenizer.json") return from_file(path);
-  const fs::path config = fs::path(folder) / "tokenizer_config.json";
-  return from_sentencepiece(path, fs::exists(config) ? config.string() : "");
+  const bool converted = std::filesystem::path(path).filename() == "tokenizer.model";
+  return from_json_string(json_in_folder(folder), converted ? path + " (as Transformers converts it)" : path);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
@@ -185,11 +191,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
     repaired = utf8::replace_invalid(text);
     text = repaired;
   }
-  if (spm_) return spm_->encode(text, add_special_tokens);
   const Impl& impl = *impl_;
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 4);
-  auto encode_word = [&](std::string_view word, bool) { impl.model.tokenize(word, ids); };
+  auto encode_word = [&](std::string_view word, bool) { impl.model->tokenize(word, ids); };
   std::string normalized;
   impl.added.split(text, /*normalized_set=*/false, [&](std::string_view piece, size_t offset, int32_t id) {
     if (id >= 0) {
@@ -209,7 +214,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
       }
       bool at_start = offset == 0 && sub_offset == 0;
       if (impl.pre_tokenizer) impl.pre_tokenizer->split(sub, at_start, encode_word);
-      else impl.model.tokenize(sub, ids);
+      else impl.model->tokenize(sub, ids);
     });
   });
   if (impl.post_processor) impl.post_processor->process(ids, add_special_tokens);
@@ -217,14 +222,13 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_t
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special_tokens) const {
-  if (spm_) return spm_->decode(ids, skip_special_tokens);
   const Impl& impl = *impl_;
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (int32_t id : ids) {
     const std::string* token = nullptr;
     if (const auto* added = impl.added.by_id(id)) token = &added->surface;
-    else token = impl.model.id_to_token(id);
+    else token = impl.model->id_to_token(id);
     if (!token) continue;
     if (skip_special_tokens && impl.added.is_special_content(*token)) continue;
     tokens.push_back(*token);
@@ -243,26 +247,22 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
 }
 
 int32_t Tokenizer::token_to_id(std::string_view token) const {
-  if (spm_) return spm_->token_to_id(token).value_or(kNoToken);
   if (const auto* added = impl_->added.by_content(token)) return added->id;
-  return impl_->model.token_to_id(token).value_or(kNoToken);
+  return impl_->model->token_to_id(token).value_or(kNoToken);
 }
 
 std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
-  if (spm_) return spm_->id_to_token(id);
   if (const auto* added = impl_->added.by_id(id)) return added->surface;
-  if (const std::string* token = impl_->model.id_to_token(id)) return *token;
+  if (const std::string* token = impl_->model->id_to_token(id)) return *token;
   return std::nullopt;
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  if (spm_) return spm_->is_special(id);
   const auto* added = impl_->added.by_id(id);
   return added && added->special;
 }
 
 std::vector<int32_t> Tokenizer::special_token_ids() const {
-  if (spm_) return spm_->special_token_ids();
   std::vector<int32_t> ids;
   for (const auto& token : impl_->added.tokens()) {
     if (token.special) ids.push_back(token.id);
@@ -271,6 +271,6 @@ std::vector<int32_t> Tokenizer::special_token_ids() const {
   return ids;
 }
 
-int Tokenizer::vocab_size() const { return spm_ ? spm_->vocab_size() : impl_->max_id + 1; }
+int Tokenizer::vocab_size() const { return impl_->max_id + 1; }
 
 }  // namespace moetune

@@ -11,78 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "cuda_test_util.h"
-#include "ops/cpu/linear.h"
+#include "grouped_gemm_cases.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/grouped_gemm.h"
 
 namespace moetune::testing {
 namespace {
-
-using cuda::bf16;
-using cuda::DeviceBuffer;
-using cuda::GroupedLayout;
-
-std::vector<int32_t> offsets_from_counts(const std::vector<int>& counts) {
-  std::vector<int32_t> offsets(counts.size() + 1, 0);
-  for (size_t e = 0; e < counts.size(); ++e) offsets[e + 1] = offsets[e] + counts[e];
-  return offsets;
-}
-
-// One expert projection W (E, out_dim, in_dim) on x (rows, in_dim) with upstream gradient dy (rows, out_dim), all
-// bf16-rounded, and (with_reference) the CPU results of its three grouped products:
-// y = x_e · W[e]^T (kNT), dx = dy_e · W[e] (kNN), dw = dw_init + dy_e^T · x_e (kTN).
-struct ExpertCase {
-  int experts = 0, in_dim = 0, out_dim = 0, rows = 0;
-  std::vector<int32_t> offsets;
-  std::vector<float> x, w, dy, dw_init;
-  std::vector<float> y, dx, dw;
-};
-
-ExpertCase make_case(const std::vector<int>& counts, int in_dim, int out_dim, uint64_t seed, bool with_reference) {
-  ExpertCase c;
-  c.experts = static_cast<int>(counts.size());
-  c.in_dim = in_dim;
-  c.out_dim = out_dim;
-  c.offsets = offsets_from_counts(counts);
-  c.rows = c.offsets.back();
-  const size_t weight_size = static_cast<size_t>(out_dim) * in_dim;
-  c.x = round_to_bf16(random_floats(static_cast<size_t>(c.rows) * in_dim, seed));
-  c.w = round_to_bf16(random_floats(c.experts * weight_size, seed + 1, 0.1f));
-  c.dy = round_to_bf16(random_floats(static_cast<size_t>(c.rows) * out_dim, seed + 2));
-  c.dw_init = round_to_bf16(random_floats(c.experts * weight_size, seed + 3, 4.0f));  // kTN accumulates into this
-  if (!with_reference) return c;
-  c.y.assign(static_cast<size_t>(c.rows) * out_dim, 0.0f);
-  c.dx.assign(static_cast<size_t>(c.rows) * in_dim, 0.0f);
-  c.dw = c.dw_init;
-  for (int e = 0; e < c.experts; ++e) {
-    const size_t begin = c.offsets[e];
-    const int count = c.offsets[e + 1] - c.offsets[e];
-    const float* w_e = c.w.data() + e * weight_size;
-    cpu::linear_forward(c.y.data() + begin * out_dim, c.x.data() + begin * in_dim, w_e, nullptr, count, in_dim,
-                        out_dim);
-    cpu::linear_backward(c.dx.data() + begin * in_dim, c.dw.data() + e * weight_size, nullptr,
-                         c.dy.data() + begin * out_dim, c.x.data() + begin * in_dim, w_e, count, in_dim, out_dim);
-  }
-  return c;
-}
-
-constexpr float kSentinel = -3.5f;  // exact in bf16
-constexpr int kPaddingRows = 5;     // rows past offsets[E] in y and dx that must stay untouched
-
-// The case on the device; y and dx have kPaddingRows extra rows filled with kSentinel, dw starts as dw_init.
-struct DeviceCase {
-  DeviceBuffer<int32_t> offsets;
-  DeviceBuffer<bf16> x, w, dy, y, dx, dw;
-  explicit DeviceCase(const ExpertCase& c)
-      : offsets(c.offsets),
-        x(to_device_bf16(c.x)),
-        w(to_device_bf16(c.w)),
-        dy(to_device_bf16(c.dy)),
-        y(to_device_bf16(std::vector<float>(static_cast<size_t>(c.rows + kPaddingRows) * c.out_dim, kSentinel))),
-        dx(to_device_bf16(std::vector<float>(static_cast<size_t>(c.rows + kPaddingRows) * c.in_dim, kSentinel))),
-        dw(to_device_bf16(c.dw_init)) {}
-};
 
 // The three products of the expert projection, as the header maps them.
 void run_products(DeviceCase& d, const ExpertCase& c, long max_rows) {
@@ -93,66 +27,6 @@ void run_products(DeviceCase& d, const ExpertCase& c, long max_rows) {
   cuda::grouped_gemm(GroupedLayout::kTN, d.offsets.data(), c.experts, max_rows, c.out_dim, c.in_dim, d.dy.data(),
                      d.x.data(), d.dw.data(), nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
-}
-
-std::vector<float> slice(const std::vector<float>& v, size_t begin, size_t end) {
-  return std::vector<float>(v.begin() + begin, v.begin() + end);
-}
-
-uint16_t bits(bf16 value) {
-  uint16_t b;
-  std::memcpy(&b, &value, sizeof(b));
-  return b;
-}
-
-// Whole-output and per-expert relative errors (per expert so that a failure names the expert), untouched padding
-// rows, and bit-identical C[e] for empty experts.
-void expect_matches_cpu(const ExpertCase& c, DeviceCase& d, const std::string& label) {
-  const size_t weight_size = static_cast<size_t>(c.out_dim) * c.in_dim;
-  const std::vector<float> y_all = to_host_f32(d.y), dx_all = to_host_f32(d.dx), dw = to_host_f32(d.dw);
-  const std::vector<float> y = slice(y_all, 0, c.y.size()), dx = slice(dx_all, 0, c.dx.size());
-  const double err_nt = relative_norm_error(y, c.y), err_nn = relative_norm_error(dx, c.dx);
-  const double err_tn = relative_norm_error(dw, c.dw);
-  std::printf("[grouped gemm] %s: E=%d rows=%d in=%d out=%d  rel. error NT %.2e  NN %.2e  TN %.2e\n", label.c_str(),
-              c.experts, c.rows, c.in_dim, c.out_dim, err_nt, err_nn, err_tn);
-  EXPECT_LE(err_nt, kBf16RoundTrip) << label << " kNT (forward)";
-  EXPECT_LE(err_nn, kBf16RoundTrip) << label << " kNN (data gradient)";
-  EXPECT_LE(err_tn, kBf16RoundTrip) << label << " kTN (weight gradient)";
-
-  for (int e = 0; e < c.experts; ++e) {
-    const size_t begin = c.offsets[e], end = c.offsets[e + 1];
-    const int count = static_cast<int>(end - begin);
-    if (count > 0) {
-      EXPECT_LE(relative_norm_error(slice(y, begin * c.out_dim, end * c.out_dim),
-                                    slice(c.y, begin * c.out_dim, end * c.out_dim)),
-                kBf16RoundTrip)
-          << label << " kNT expert " << e << " (" << count << " rows)";
-      EXPECT_LE(relative_norm_error(slice(dx, begin * c.in_dim, end * c.in_dim),
-                                    slice(c.dx, begin * c.in_dim, end * c.in_dim)),
-                kBf16RoundTrip)
-          << label << " kNN expert " << e << " (" << count << " rows)";
-      EXPECT_LE(relative_norm_error(slice(dw, e * weight_size, (e + 1) * weight_size),
-                                    slice(c.dw, e * weight_size, (e + 1) * weight_size)),
-                kBf16RoundTrip)
-          << label << " kTN expert " << e << " (" << count << " rows)";
-    }
-  }
-
-  // Rows past offsets[E] keep the sentinel.
-  int touched = 0;
-  for (size_t i = c.y.size(); i < y_all.size(); ++i) touched += y_all[i] != kSentinel;
-  for (size_t i = c.dx.size(); i < dx_all.size(); ++i) touched += dx_all[i] != kSentinel;
-  EXPECT_EQ(touched, 0) << label << ": kNT/kNN wrote past offsets[E]";
-
-  // C[e] of an expert without rows is bit-identical to before.
-  const std::vector<bf16> dw_raw = d.dw.download();
-  for (int e = 0; e < c.experts; ++e) {
-    if (c.offsets[e + 1] != c.offsets[e]) continue;
-    int changed = 0;
-    for (size_t i = e * weight_size; i < (e + 1) * weight_size; ++i)
-      changed += bits(dw_raw[i]) != f32_to_bf16(c.dw_init[i]);
-    EXPECT_EQ(changed, 0) << label << " kTN changed C[" << e << "] of an expert with 0 rows";
-  }
 }
 
 TEST(CudaGroupedGemm, SmallShapesMatchCpu) {
@@ -202,10 +76,6 @@ TEST(CudaGroupedGemm, ManySparseExpertsMatchCpu) {
   expect_matches_cpu(c, d, "E=256 sparse");
 }
 
-// A realistic expert shape (Qwen3-like hidden 2048 -> 2I = 1536), ~2000 uneven rows over 16 experts.
-const std::vector<int> kRealisticCounts = {129, 0, 1, 200, 64, 127, 256, 97, 131, 150, 33, 180, 90, 250, 128, 166};
-constexpr int kRealisticIn = 2048, kRealisticOut = 1536;
-
 TEST(CudaGroupedGemm, RealisticShapeMatchesCpu) {
   SKIP_WITHOUT_GPU();
   const ExpertCase c = make_case(kRealisticCounts, kRealisticIn, kRealisticOut, 41, true);
@@ -239,13 +109,7 @@ TEST(CudaGroupedGemm, RunsAreBitwiseIdentical) {
   DeviceCase first(c), second(c);
   run_products(first, c, c.rows);
   run_products(second, c, 2L * c.rows);  // a different grid must not change the result either
-  const auto same = [](const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) {
-    const std::vector<bf16> ha = a.download(), hb = b.download();
-    return ha.size() == hb.size() && std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(bf16)) == 0;
-  };
-  EXPECT_TRUE(same(first.y, second.y)) << "kNT";
-  EXPECT_TRUE(same(first.dx, second.dx)) << "kNN";
-  EXPECT_TRUE(same(first.dw, second.dw)) << "kTN";
+  expect_bitwise_same(first, second);
 }
 
 TEST(CudaGroupedGemm, RejectsBadShapesBeforeLaunching) {
@@ -264,48 +128,12 @@ TEST(CudaGroupedGemm, RejectsBadShapesBeforeLaunching) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
-// Fills a large device buffer by repeating 1 Mi random bf16 values (the values do not matter for timing).
-void fill_pattern(DeviceBuffer<bf16>& buffer, uint64_t seed, float scale) {
-  const std::vector<float> pattern = random_floats(size_t{1} << 20, seed, scale);
-  std::vector<bf16> converted(pattern.size());
-  for (size_t i = 0; i < pattern.size(); ++i) converted[i] = __float2bfloat16(pattern[i]);
-  for (size_t done = 0; done < buffer.size(); done += converted.size()) {
-    const size_t count = std::min(converted.size(), buffer.size() - done);
-    CUDA_CHECK(cudaMemcpy(buffer.data() + done, converted.data(), count * sizeof(bf16), cudaMemcpyHostToDevice));
-  }
-}
-
-template <class Run>
-double time_ms(const Run& run) {
-  for (int i = 0; i < 2; ++i) run();  // warm-up
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  constexpr int kReps = 10;
-  CUDA_CHECK(cudaEventRecord(start, nullptr));
-  for (int i = 0; i < kReps; ++i) run();
-  CUDA_CHECK(cudaEventRecord(stop, nullptr));
-  CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0.0f;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  return ms / kReps;
-}
-
 // Qwen3-30B-A3B experts: E = 128, 4096 tokens x top-8 = 32768 rows (uneven, two experts empty), H = 2048, I = 768;
 // gate_up W (E, 1536, 2048), down W (E, 2048, 768). Prints ms and TFLOP/s for this kernel and cuBLAS's grouped path.
 TEST(CudaGroupedGemmTiming, Qwen3ExpertShapes) {
   SKIP_WITHOUT_GPU();
   constexpr int kExperts = 128, kRows = 32768, kHidden = 2048, kInter = 768, kGateUp = 2 * kInter;
-  std::mt19937_64 generator(81);
-  std::normal_distribution<double> skew(0.0, 0.5);
-  std::vector<double> popularity(kExperts);
-  for (double& p : popularity) p = std::exp(skew(generator));
-  popularity[5] = popularity[77] = 0.0;
-  std::discrete_distribution<int> pick(popularity.begin(), popularity.end());
-  std::vector<int> counts(kExperts, 0);
-  for (int i = 0; i < kRows; ++i) ++counts[pick(generator)];
+  const std::vector<int> counts = qwen3_expert_counts(kExperts, kRows);
   const std::vector<int32_t> offsets = offsets_from_counts(counts);
   const DeviceBuffer<int32_t> offsets_d(offsets);
   std::printf("[grouped gemm timing] E=%d rows=%d, rows per expert %d..%d\n", kExperts, kRows,

@@ -3,7 +3,9 @@
 // every expert (gathered from both ranks) holding the same weights, and checkpoints that hold every expert's weights and
 // moments, so that an EP=2 checkpoint resumes on one GPU and a one-GPU checkpoint on two. The same for --dp 2. Every
 // token goes to every expert (top_k = E) so that bf16 rounding differences between a batch of 2 and two batches of 1
-// cannot flip a routing decision and hide a difference (see test_cuda_parallel_training.cpp).
+// cannot flip a routing decision and hide a difference (see test_cuda_parallel_training.cpp). With --zero 1 (and
+// --recipe mixed, whose fp32 master weights are sharded too) the same holds: saving gathers the sharded optimizer state
+// and master weights, and the checkpoints resume with and without ZeRO.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -88,17 +90,23 @@ double expect_same_weights(const std::string& actual_folder, const std::string& 
   return worst;
 }
 
-class CudaParallelTrainCli : public ::testing::TestWithParam<std::pair<int, int>> {};
+struct CliLayout {
+  int ep = 1, dp = 1;
+  bool zero = false;  // --zero 1 --recipe mixed
+};
+
+class CudaParallelTrainCli : public ::testing::TestWithParam<CliLayout> {};
 
 TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   SKIP_WITHOUT_GPUS(2);
-  const auto [ep, dp] = GetParam();
+  const auto [ep, dp, zero] = GetParam();
   TempFolder temp;
   write_inputs(temp);
   const std::string flags = "train --device cuda --model model --data train.bin --eval-data eval.bin --seq-len 32 "
                             "--steps " + std::to_string(kSteps) + " --warmup 1 --lr 1e-3 --aux-loss off "
-                            "--save-every 3 --eval-every 3 --eval-batches 4";
-  const std::string layout = " --ep " + std::to_string(ep) + " --dp " + std::to_string(dp);
+                            "--save-every 3 --eval-every 3 --eval-batches 4" + (zero ? " --recipe mixed" : "");
+  // Per launch (never taken from a checkpoint): the layout and ZeRO.
+  const std::string layout = " --ep " + std::to_string(ep) + " --dp " + std::to_string(dp) + (zero ? " --zero 1" : "");
 
   const CommandResult one = moetune(temp, flags + " --batch-size 2 --output one");
   ASSERT_EQ(one.status, 0) << describe(one);
@@ -109,6 +117,7 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   EXPECT_EQ(two.out.find("[rank 1]"), std::string::npos) << describe(two);
   EXPECT_NE(two.err.find("EP " + std::to_string(ep) + " x DP " + std::to_string(dp)), std::string::npos)
       << describe(two);
+  EXPECT_EQ(two.err.find("optimizer state sharded (ZeRO-1)") != std::string::npos, zero) << describe(two);
 
   const std::vector<StepRecord> expected = records_of(temp.file("one/metrics.jsonl"));
   ASSERT_EQ(expected.size(), static_cast<size_t>(kSteps));
@@ -118,7 +127,8 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   // The final model and the last checkpoint hold every expert.
   const double worst = expect_same_weights(temp.file("two/final"), temp.file("one/final"));
   expect_same_weights(temp.file("two/checkpoints/step-6"), temp.file("one/checkpoints/step-6"));
-  std::printf("[train CLI EP %d x DP %d] worst weight relative norm error vs one GPU %.3g\n", ep, dp, worst);
+  std::printf("[train CLI EP %d x DP %d%s] worst weight relative norm error vs one GPU %.3g\n", ep, dp,
+              zero ? " ZeRO-1" : "", worst);
   const Model model = Model::from_pretrained(temp.file("two/checkpoints/step-6"));
   EXPECT_NO_THROW(read_train_state(temp.file("two/checkpoints/step-6"), model.layout(), kSteps));
   EXPECT_EQ(read_checkpoint_record(temp.file("two/checkpoints/step-6")).batch_size, 2) << "the global batch";
@@ -141,9 +151,12 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   EXPECT_NE(odd.err.find("leave --batch-size out"), std::string::npos) << describe(odd);
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTrainCli, ::testing::Values(std::pair{2, 1}, std::pair{1, 2}),
+INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTrainCli,
+                         ::testing::Values(CliLayout{2, 1, false}, CliLayout{1, 2, false}, CliLayout{1, 2, true},
+                                           CliLayout{2, 1, true}),
                          [](const auto& info) {
-                           return "ep" + std::to_string(info.param.first) + "_dp" + std::to_string(info.param.second);
+                           return "ep" + std::to_string(info.param.ep) + "_dp" + std::to_string(info.param.dp) +
+                                  (info.param.zero ? "_zero1" : "");
                          });
 
 }  // namespace

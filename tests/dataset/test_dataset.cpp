@@ -108,6 +108,24 @@ TEST(DatasetEncoder, SentencePieceModelFolder) {
   EXPECT_NE(SampleEncoder(folder, DataFormat::Text).fingerprint(), SampleEncoder(chat_fixture("mixtral"), DataFormat::Text).fingerprint());
 }
 
+// The cache key of a tokenizer.model folder follows what its conversion reads (config.json's model_type "mixtral"
+// makes Transformers convert the model without any "▁" prefix: other ids), not the bytes of what it ignores.
+TEST(DatasetEncoder, SentencePieceFingerprintFollowsTheConversion) {
+  TempFolder temp;
+  const std::string spm = test_util::source_dir() + "/tests/fixtures/tokenizer/spm_bpe";
+  fs::copy_file(spm + "/tokenizer.model", temp.file("tokenizer.model"));
+  fs::copy_file(spm + "/tokenizer_config.json", temp.file("tokenizer_config.json"));
+  const uint64_t llama = tokenizer_fingerprint(temp.path());
+  EXPECT_EQ(llama, tokenizer_fingerprint(spm));
+  test_util::write_text(temp.file("config.json"), R"({"model_type": "mixtral"})");
+  const uint64_t mixtral = tokenizer_fingerprint(temp.path());
+  EXPECT_NE(mixtral, llama);
+  test_util::write_text(temp.file("config.json"), R"({"model_type": "mixtral", "hidden_size": 64})");
+  EXPECT_EQ(tokenizer_fingerprint(temp.path()), mixtral);
+  EXPECT_NE(SampleEncoder(temp.path(), DataFormat::Text).tokenizer().encode("Hello"),
+            Tokenizer::from_folder(spm).encode("Hello"));
+}
+
 // Chat data with a tokenizer.model folder: Mixtral's chat template over the Llama-shaped SentencePiece fixture. The
 // tokens with loss, decoded, are exactly the assistant turns (their content and end-of-turn </s>): the aligner must
 // map the rendered text's assistant spans to SentencePiece pieces ("▁" read as a space, <0xXX> as bytes).

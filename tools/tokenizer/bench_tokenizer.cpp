@@ -4,7 +4,7 @@
 // moetune on the same text on one core and checks every id.
 //
 //   RAYON_NUM_THREADS=1 /opt/hfref/bin/python tools/tokenizer/bench_hf.py --out /tmp/moetune_tokbench
-//   g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/bench_tokenizer.cpp -lpcre2-8 -licuuc -lsentencepiece -pthread \
+//   g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/bench_tokenizer.cpp -lpcre2-8 -licuuc -pthread \
 //       -o build/bench_tokenizer
 //   build/bench_tokenizer /tmp/moetune_tokbench
 //

@@ -1,21 +1,20 @@
 #!/usr/bin/env python3
 """Random strings over all of Unicode, and the ids HF tokenizers gives for them with the five fixture tokenizers (and
-sentencepiece for the two tokenizer.model fixtures; needs `pip install sentencepiece`).
+Transformers' AutoTokenizer for the two tokenizer.model fixtures; needs transformers, sentencepiece and protobuf).
 
 Why: the committed fixtures pin 2000 random strings; this draws as many more as wanted (any code point, including
 those of the newest Unicode versions, private use and noncharacters, mixed with ASCII, whitespace and contractions)
 so that a change of moetune or of the reference `tokenizers` can be checked far wider, on demand:
 
   /opt/hfref/bin/python tools/tokenizer/fuzz_hf.py --seed 1 --count 20000 --out /tmp/tokenizer_fuzz.json
-  g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/fuzz_tokenizer.cpp -lpcre2-8 -licuuc -lsentencepiece \\
-      -pthread -o build/fuzz_tokenizer && build/fuzz_tokenizer /tmp/tokenizer_fuzz.json
+  g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/fuzz_tokenizer.cpp -lpcre2-8 -licuuc -pthread \\
+      -o build/fuzz_tokenizer && build/fuzz_tokenizer /tmp/tokenizer_fuzz.json
 """
 
 import argparse
 import json
 import os
 import random
-import sys
 
 from tokenizers import Tokenizer
 
@@ -49,15 +48,11 @@ def main():
     for name in NAMES:
         tok = Tokenizer.from_file(os.path.join(args.fixtures, name, "tokenizer.json"))
         out["ids"][name] = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-    # The tokenizer.model fixtures, by moetune's rule written with the `sentencepiece` package (make_spm_fixtures.py).
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import make_spm_fixtures
+    # The tokenizer.model fixtures, as Transformers converts and encodes them (make_spm_fixtures.py).
+    from transformers import AutoTokenizer
     for name in SPM_NAMES:
-        folder = os.path.join(args.fixtures, name)
-        with open(os.path.join(folder, "tokenizer.model"), "rb") as f, \
-                open(os.path.join(folder, "tokenizer_config.json"), encoding="utf-8") as g:
-            ref = make_spm_fixtures.Reference(f.read(), json.load(g))
-        out["ids"][name] = [ref.encode(t) for t in texts]
+        tok = AutoTokenizer.from_pretrained(os.path.join(args.fixtures, name))
+        out["ids"][name] = [tok.encode(t, add_special_tokens=False) for t in texts]
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False)
     print(f"{len(texts)} strings x {len(out['ids'])} tokenizers -> {args.out}")

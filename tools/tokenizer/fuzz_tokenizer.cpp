@@ -1,8 +1,8 @@
 // Why: the on-demand twin of the fixture tests: encodes the strings tools/tokenizer/fuzz_hf.py drew over all of
 // Unicode with the seven fixture tokenizers and counts the ids that differ from HF's (printing the first few).
 //
-//   g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/fuzz_tokenizer.cpp -lpcre2-8 -licuuc -lsentencepiece \
-//       -pthread -o build/fuzz_tokenizer && build/fuzz_tokenizer /tmp/tokenizer_fuzz.json
+//   g++ -std=c++20 -O2 -Isrc src/tokenizer/*.cpp tools/tokenizer/fuzz_tokenizer.cpp -lpcre2-8 -licuuc -pthread \
+//       -o build/fuzz_tokenizer && build/fuzz_tokenizer /tmp/tokenizer_fuzz.json
 #include <cstdint>
 #include <fstream>
 #include <iostream>

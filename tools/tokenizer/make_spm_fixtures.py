@@ -1,35 +1,37 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/tokenizer/spm_bpe/ and spm_unigram/: two small SentencePiece tokenizer.model files trained here
-with the `sentencepiece` package, and the ids moetune must give for them.
+"""Writes tests/fixtures/tokenizer/spm_bpe/, spm_unigram/ and spm_variants.json: two small SentencePiece tokenizer.model
+files trained here with the `sentencepiece` package, and the ids Transformers 5.17 gives for them.
 
-Why: a model folder with only tokenizer.model is encoded by moetune through libsentencepiece plus Transformers'
-special-token rules (src/tokenizer/sentencepiece_tokenizer.h). No model can be downloaded, so this script trains its own
-on the corpus of make_fixtures.py:
+Why: a model folder with a tokenizer.model and no tokenizer.json is loaded by Transformers 5 as a `tokenizers`
+tokenizer converted from the SentencePiece model (which conversion depends on tokenizer_config.json's tokenizer_class
+and config.json's model_type); moetune converts it the same way (src/tokenizer/sentencepiece_conversion.h) and must
+give the same ids. No model can be downloaded, so this script trains its own on the corpus of make_fixtures.py:
 
   spm_bpe       Llama/Mistral-shaped: BPE, identity normalization, no whitespace folding, add_dummy_prefix, split_digits,
-                byte_fallback, <unk>=0 <s>=1 </s>=2; tokenizer_config.json of a LlamaTokenizer (add_bos_token, legacy)
-  spm_unigram   T5-shaped: unigram, whitespace folding (remove_extra_whitespaces; identity normalization, since
-                T5's nmt_nfkc table alone is 240 KB), no byte fallback (unknown characters become <unk>), <pad>=0 </s>=1 <unk>=2, no BOS, user-defined pieces [INST] [/INST];
-                tokenizer_config.json with add_bos_token=false, add_eos_token=true
+                byte_fallback, <unk>=0 <s>=1 </s>=2; tokenizer_config.json of a LlamaTokenizer (add_bos_token,
+                legacy=true), no config.json: Transformers' LlamaTokenizer (Metaspace, prepend_scheme "always")
+  spm_unigram   unigram, identity normalization, no byte fallback (unknown characters become <unk>), <pad>=0 </s>=1
+                <unk>=2, no BOS, user-defined pieces [INST] [/INST]; the folder of a Mixtral-architecture model
+                (config.json model_type "mixtral", tokenizer_class LlamaTokenizer, add_eos_token): Transformers picks its
+                generic TokenizersBackend for model_type mixtral, which converts the unigram model as it is
 
 expected.json holds, as in make_fixtures.py: `cases` (the hand-written texts: ids, ids with special tokens, decode and
 decode(skip_special_tokens)), `random` (ids for every string of random_strings.json, `decoded` where the decode is not
-the text) and `decode` (random id sequences). The ids are sentencepiece's own: the special-token strings (bos/eos/unk/pad)
-are cut out of the text and every piece between them is `SentencePieceProcessor.encode`d on its own, BOS/EOS added as
-the config says -- Transformers' slow tokenizer with legacy=true. Decoding: runs of ordinary ids through
-`SentencePieceProcessor.decode`, special ids as their piece. When `transformers` is importable, the script also loads
-spm_bpe with AutoTokenizer (Transformers v5 converts tokenizer.model to a tokenizers BPE) and records in expected.json
-how many texts give the same ids; that count is information, not a test.
+the text) and `decode` (random id sequences), all from `AutoTokenizer.from_pretrained(folder)`; `converted` is the
+converted tokenizer as Transformers serializes it (backend_tokenizer.to_str()) without the vocabulary (the merges are
+kept). spm_variants.json: the same model files with other tokenizer_config.json / config.json /
+special_tokens_map.json files (legacy unset, add_prefix_space=false, a mixtral config.json, no config at all,
+Llama-2-style AddedToken dicts, stripping flags, additional_special_tokens, a special_tokens_map.json, LlamaTokenizer
+over the unigram model, tokens beyond the pieces), each with Transformers' class, converted tokenizer
+and ids for the hand-written texts about whitespace, prefixes and special tokens.
 
-Needs `tokenizers` (for make_fixtures.py's corpus) and `sentencepiece` 0.1.99 (`pip install sentencepiece==0.1.99`:
-the 0.1.9x line of Debian's libsentencepiece0 0.1.97 that moetune links; 0.2.x breaks ties between equal-score unigram
-segmentations differently). The optional Transformers check needs protobuf and, for Transformers v5, sentencepiece>=0.2
-(with 0.1.99 it is skipped; run once with 0.2.3 it found 2029 of 2093 texts with the same ids). Run from the repository root, after make_fixtures.py (it reads random_strings.json):
+Needs transformers 5.17.0, tokenizers 0.23.3, sentencepiece 0.2.3 and protobuf. Run from the repository root, after
+make_fixtures.py (it reads random_strings.json):
 
-  /opt/hfref/bin/pip install sentencepiece==0.1.99 protobuf
+  /opt/hfref/bin/pip install transformers==5.17.0 tokenizers==0.23.3 sentencepiece==0.2.3 protobuf
   /opt/hfref/bin/python tools/tokenizer/make_spm_fixtures.py
 
-Deterministic: the same sentencepiece version gives byte-identical files.
+Deterministic: the same package versions give byte-identical files.
 """
 
 import argparse
@@ -38,14 +40,21 @@ import json
 import os
 import random
 import sys
+import tempfile
+import warnings
 
 import sentencepiece as spm
+import transformers
+from transformers import AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_fixtures as mf  # noqa: E402  (the corpus, the hand-written texts, the JSON writer)
 
 SPM_HAND_CASES = ["<s>Hello</s>", "a<unk>b", " </s> x ", "<pad><pad>", "[INST] Hi [/INST]", "[INST][/INST]",
-                  "   three leading spaces", "trailing   ", "ｆｕｌｌ　ｗｉｄｔｈ ①", "▁already▁metaspace"]
+                  "   three leading spaces", "trailing   ", "ｆｕｌｌ　ｗｉｄｔｈ ①", "▁already▁metaspace", " x", "<s> Hi",
+                  "<s>Hi", "</s>  two", " <s>", "▁", "▁<s>▁x", "a<s>▁b", " [INST]x", "<unk> <unk>", "x</s>"]
+
+LLAMA2_TOKEN = {"__type": "AddedToken", "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
 
 
 def train(corpus, **options):
@@ -55,126 +64,168 @@ def train(corpus, **options):
     return model.getvalue()
 
 
+def added_decoder(tokens, **flags):
+    return {str(i): {"content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+                     "special": True, **flags.get(t, {})} for i, t in tokens}
+
+
 def spm_bpe(corpus):
     proto = train(corpus, model_type="bpe", character_coverage=0.98, byte_fallback=True,
                   normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
                   split_digits=True, allow_whitespace_only_pieces=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
     config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
               "pad_token": None, "add_bos_token": True, "add_eos_token": False, "legacy": True,
-              "model_max_length": 4096, "sp_model_kwargs": {},
-              "added_tokens_decoder": {str(i): {k: v for k, v in mf.added(i, t, True, normalized=False).items() if k != "id"}
-                                       for i, t in enumerate(["<unk>", "<s>", "</s>"])}}
-    return proto, config
+              "model_max_length": 4096, "sp_model_kwargs": {}, "clean_up_tokenization_spaces": False,
+              "added_tokens_decoder": added_decoder(enumerate(["<unk>", "<s>", "</s>"]))}
+    return proto, config, None
 
 
 def spm_unigram(corpus):
     proto = train(corpus, model_type="unigram", character_coverage=0.98, byte_fallback=False,
                   normalization_rule_name="identity", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
                   user_defined_symbols=["[INST]", "[/INST]"])
-    config = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "add_bos_token": False,
-              "add_eos_token": True, "legacy": True, "model_max_length": 512}
-    return proto, config
+    config = {"tokenizer_class": "LlamaTokenizer", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+              "add_bos_token": False, "add_eos_token": True, "legacy": True, "model_max_length": 512}
+    model_config = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 1000}
+    return proto, config, model_config
 
 
-class Reference:
-    """moetune's rule (sentencepiece_tokenizer.h), written with the sentencepiece package."""
-
-    def __init__(self, proto, config):
-        self.sp = spm.SentencePieceProcessor(model_proto=proto)
-        roles = {"bos_token": self.sp.bos_id(), "eos_token": self.sp.eos_id(), "unk_token": self.sp.unk_id(),
-                 "pad_token": self.sp.pad_id()}
-        self.role = {}
-        for key, model_id in roles.items():
-            content = config[key] if key in config else (self.sp.id_to_piece(model_id) if model_id >= 0 else None)
-            if content is not None:
-                self.role[key] = content
-        self.specials = sorted(set(self.role.values()), key=len, reverse=True)
-        self.special_ids = {self.sp.piece_to_id(s) for s in self.specials}
-        self.bos = self.sp.piece_to_id(self.role["bos_token"]) if config.get("add_bos_token", True) and \
-            "bos_token" in self.role else None
-        self.eos = self.sp.piece_to_id(self.role["eos_token"]) if config.get("add_eos_token", False) else None
-
-    def encode(self, text, add_special_tokens=False):
-        ids = [self.bos] if add_special_tokens and self.bos is not None else []
-        done = 0
-        while True:
-            hits = [(text.find(s, done), -len(s), s) for s in self.specials if text.find(s, done) >= 0]
-            if not hits:
-                break
-            at, _, special = min(hits)
-            if at > done:
-                ids += self.sp.encode(text[done:at])
-            ids.append(self.sp.piece_to_id(special))
-            done = at + len(special)
-        if done < len(text):
-            ids += self.sp.encode(text[done:])
-        if add_special_tokens and self.eos is not None:
-            ids.append(self.eos)
-        return ids
-
-    def decode(self, ids, skip_special_tokens=False):
-        out, run = "", []
-        for i in ids:
-            if not 0 <= i < self.sp.get_piece_size():
-                continue
-            if i in self.special_ids:
-                out += self.sp.decode(run) if run else ""
-                run = []
-                if not skip_special_tokens:
-                    out += self.sp.id_to_piece(i)
-            else:
-                run.append(i)
-        return out + (self.sp.decode(run) if run else "")
+def variants(configs):
+    """(name, base folder, tokenizer_config.json, config.json, special_tokens_map.json); None leaves a file out."""
+    bpe, _ = configs["spm_bpe"]
+    unigram, mixtral = configs["spm_unigram"]
+    without = lambda config, *keys: {k: v for k, v in config.items() if k not in keys}  # noqa: E731
+    llama2 = {"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": True, "legacy": False,
+              "pad_token": None, "clean_up_tokenization_spaces": False, "sp_model_kwargs": {},
+              **{key: {**LLAMA2_TOKEN, "content": t} for key, t in
+                 [("bos_token", "<s>"), ("eos_token", "</s>"), ("unk_token", "<unk>")]}}
+    stripped = {"tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": False,
+                "added_tokens_decoder": added_decoder(enumerate(["<unk>", "<s>", "</s>"]),
+                                                      **{"<s>": {"lstrip": True}, "</s>": {"rstrip": True}})}
+    token_map = {"bos_token": {"content": "<s>", "lstrip": True, "normalized": False}, "pad_token": "<unk>",
+                 "additional_special_tokens": ["<0x41>"]}
+    return [
+        ("bpe_legacy_unset", "spm_bpe", without(bpe, "legacy"), None, None),
+        ("bpe_no_prefix_space", "spm_bpe", {**bpe, "add_prefix_space": False}, None, None),
+        ("bpe_mixtral_folder", "spm_bpe", bpe, mixtral, None),
+        ("bpe_no_config", "spm_bpe", None, None, None),
+        ("bpe_llama2_config", "spm_bpe", llama2, None, None),
+        ("bpe_strip_flags", "spm_bpe", stripped, None, None),
+        ("bpe_additional_specials", "spm_bpe", {**without(bpe, "added_tokens_decoder"),
+                                                "additional_special_tokens": ["<0x41>", "▁▁"], "sep_token": "</s>"},
+         None, None),
+        ("bpe_special_tokens_map", "spm_bpe", without(bpe, "added_tokens_decoder"), None, token_map),
+        ("unigram_no_config", "spm_unigram", None, None, None),
+        ("unigram_additional_specials", "spm_unigram", {**without(unigram, "tokenizer_class"),
+                                                        "additional_special_tokens": ["[INST]"]}, None, None),
+        ("unigram_llama_class", "spm_unigram", {**unigram, "bos_token": None}, None, None),
+        # LlamaTokenizer's default "<s>" and a custom "*_token" are not pieces: they follow the 1000 pieces.
+        ("unigram_llama_new_tokens", "spm_unigram", {**unigram, "add_bos_token": True, "image_token": "<image>"},
+         None, None),
+    ]
 
 
-def expected_for(ref, random_texts, rng):
+def write_folder(folder, proto, config, model_config, token_map=None):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
+        f.write(proto)
+    for name, content in [("tokenizer_config.json", config), ("config.json", model_config),
+                          ("special_tokens_map.json", token_map)]:
+        path = os.path.join(folder, name)
+        if content is None:
+            if os.path.exists(path):
+                os.remove(path)
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(content, f, ensure_ascii=False, indent=2)
+            f.write("\n")
+
+
+def load(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoTokenizer.from_pretrained(folder)
+
+
+def converted(tok, keep_merges):
+    """The converted tokenizer as Transformers serializes it, without the vocabulary (and merges unless asked)."""
+    data = json.loads(tok.backend_tokenizer.to_str())
+    data["model"].pop("vocab", None)
+    if not keep_merges:
+        data["model"].pop("merges", None)
+    return data
+
+
+def special_ids(tok):
+    """Ids decode(skip_special_tokens=True) drops: the added tokens the backend holds as special."""
+    backend = tok.backend_tokenizer
+    return sorted(i for i in backend.get_added_tokens_decoder() if backend.decode([i], skip_special_tokens=True) == ""
+                  and backend.decode([i], skip_special_tokens=False) != "")
+
+
+def hand_cases():
+    return mf.HAND_CASES + SPM_HAND_CASES + mf.INVALID_HAND_CASES
+
+
+def variant_texts():
+    """The hand-written texts about whitespace, prefixes and special tokens (what the variants change), and a few more."""
+    about = [t for t in mf.HAND_CASES if t.strip() == "" or any(c in t for c in "<[▁") or t[:1] == " " or t[-1:] == " "]
+    return about + SPM_HAND_CASES + ["Hello world", "我们正在训练一个混合专家模型。", "🙂🙂🙂 e\u0301", b"<s>\xfe</s>"]
+
+
+def case_ids(tok, text):
+    seen = mf.hf_text(text)
+    ids = tok.encode(seen, add_special_tokens=False)
+    return {"ids": ids, "ids_with_special": tok.encode(seen, add_special_tokens=True),
+            "decoded": tok.decode(ids, skip_special_tokens=False),
+            "decoded_skip_special": tok.decode(ids, skip_special_tokens=True)}
+
+
+def expected_for(tok, random_texts, rng, keep_merges):
     cases = []
-    for text in mf.HAND_CASES + SPM_HAND_CASES + mf.INVALID_HAND_CASES:
-        seen = mf.hf_text(text)
-        ids = ref.encode(seen)
+    for text in hand_cases():
         case = {"text": text} if isinstance(text, str) else {"hex": text.hex()}
-        case.update({"ids": ids, "ids_with_special": ref.encode(seen, True), "decoded": ref.decode(ids),
-                     "decoded_skip_special": ref.decode(ids, True)})
+        case.update(case_ids(tok, text))
         cases.append(case)
     rows = []
     for i, text in enumerate(random_texts):
         seen = mf.hf_text(text)
-        ids = ref.encode(seen)
+        ids = tok.encode(seen, add_special_tokens=False)
         row = {"i": i, "ids": ids}
-        decoded = ref.decode(ids)
+        decoded = tok.decode(ids)
         if decoded != seen:
             row["decoded"] = decoded
         rows.append(row)
-    size = ref.sp.get_piece_size()
+    size = len(tok)
     decode = []
     for _ in range(100):
-        ids = [rng.choice([rng.randrange(size), rng.randrange(size), rng.randrange(size), rng.randrange(3), size + 7,
+        ids = [rng.choice([rng.randrange(size), rng.randrange(size), rng.randrange(size), rng.randrange(5), size + 7,
                            rng.randrange(3, 3 + 256)]) for _ in range(rng.randint(0, 12))]
-        decode.append({"ids": ids, "decoded": ref.decode(ids), "decoded_skip_special": ref.decode(ids, True)})
+        decode.append({"ids": ids, "decoded": tok.decode(ids), "decoded_skip_special": tok.decode(ids, True)})
     samples = sorted(rng.sample(range(size), 40))
-    return {"vocab_size": size, "special_ids": sorted(ref.special_ids),
-            "token_to_id": {ref.sp.id_to_piece(i): i for i in samples},
-            "id_to_token": {str(i): ref.sp.id_to_piece(i) for i in samples},
-            "cases": cases, "random": rows, "decode": decode}
+    return {"transformers_version": transformers.__version__, "sentencepiece_version": spm.__version__,
+            "class": type(tok).__name__, "vocab_size": size, "special_ids": special_ids(tok),
+            "token_to_id": {tok.convert_ids_to_tokens(i): i for i in samples},
+            "id_to_token": {str(i): tok.convert_ids_to_tokens(i) for i in samples},
+            "converted": converted(tok, keep_merges), "cases": cases, "random": rows, "decode": decode}
 
 
-def transformers_agreement(folder, ref, texts):
-    """How many texts Transformers' AutoTokenizer (v5: converted to a tokenizers BPE) encodes as moetune does."""
-    try:
-        import transformers
-        from transformers import AutoTokenizer
-    except ImportError:
-        return None
-    try:
-        tok = AutoTokenizer.from_pretrained(folder)
-    except Exception as e:  # e.g. Transformers v5's converter needs sentencepiece >= 0.2
-        print(f"Transformers could not load {folder}: {e}")
-        return None
-    seen = [mf.hf_text(t) for t in texts]
-    same = sum(tok.encode(t, add_special_tokens=False) == ref.encode(t) for t in seen)
-    same_special = sum(tok.encode(t) == ref.encode(t, True) for t in seen)
-    return {"version": transformers.__version__, "class": type(tok).__name__, "texts": len(seen), "same_ids": same,
-            "same_ids_with_special": same_special}
+def variant_expectations(out, protos, configs):
+    rows = []
+    for name, base, config, model_config, token_map in variants(configs):
+        with tempfile.TemporaryDirectory() as folder:
+            write_folder(folder, protos[base], config, model_config, token_map)
+            tok = load(folder)
+            rows.append({"name": name, "base": base, "tokenizer_config": config, "config": model_config,
+                         "special_tokens_map": token_map,
+                         "class": type(tok).__name__, "special_ids": special_ids(tok),
+                         "converted": converted(tok, keep_merges=False),
+                         "cases": [case_ids(tok, text) for text in variant_texts()]})
+        print(f"variant {name}: {rows[-1]['class']}")
+    texts = [mf.as_entry(text) for text in variant_texts()]
+    mf.write_lines_json(os.path.join(out, "spm_variants.json"),
+                        {"transformers_version": transformers.__version__, "texts": texts, "variants": rows},
+                        {"variants"})
 
 
 def main():
@@ -184,27 +235,19 @@ def main():
     corpus = mf.make_corpus(random.Random(1234))
     strings = json.load(open(os.path.join(args.out, "random_strings.json"), encoding="utf-8"))["strings"]
     random_texts = [s if isinstance(s, str) else bytes.fromhex(s["hex"]) for s in strings]
+    protos, configs = {}, {}
     for name, build in [("spm_bpe", spm_bpe), ("spm_unigram", spm_unigram)]:
-        proto, config = build(corpus)
+        proto, config, model_config = build(corpus)
+        protos[name], configs[name] = proto, (config, model_config)
         folder = os.path.join(args.out, name)
-        os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, "tokenizer.model"), "wb") as f:
-            f.write(proto)
-        with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-            json.dump(config, f, ensure_ascii=False, indent=2)
-            f.write("\n")
-        ref = Reference(proto, config)
-        expected = expected_for(ref, random_texts, random.Random(sum(map(ord, name))))
-        expected["sentencepiece_version"] = spm.__version__
-        if name == "spm_bpe":
-            agreement = transformers_agreement(folder, ref, random_texts + mf.HAND_CASES)
-            if agreement:
-                expected["transformers"] = agreement
-                print(f"{name}: Transformers {agreement}")
+        write_folder(folder, proto, config, model_config)
+        tok = load(folder)
+        expected = expected_for(tok, random_texts, random.Random(sum(map(ord, name))), keep_merges=True)
         mf.write_lines_json(os.path.join(folder, "expected.json"), expected, {"cases", "random", "decode"})
         same = sum(1 for r in expected["random"] if "decoded" not in r)
-        print(f"{name}: vocab {expected['vocab_size']}, {len(expected['cases'])} cases, {len(expected['random'])} random "
-              f"({same} round-trip), {len(expected['decode'])} decode cases, model {len(proto)} bytes")
+        print(f"{name}: {expected['class']}, vocab {expected['vocab_size']}, {len(expected['cases'])} cases, "
+              f"{len(expected['random'])} random ({same} round-trip), model {len(proto)} bytes")
+    variant_expectations(args.out, protos, configs)
 
 
 if __name__ == "__main__":
