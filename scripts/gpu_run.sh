@@ -4,7 +4,8 @@
 # and the Transformers baseline in the same run), and the loss agreement with Transformers.
 # Usage: scripts/gpu_run.sh OUT_DIR [tests|bench|agreement|parallel|checkpoints|tokenizer|all]
 #   parallel (needs 2 GPUs), checkpoints (the Qwen3 slice: load speed, bf16 round trip through Transformers) and
-#   tokenizer (throughput vs Python tokenizers) are not part of all.
+#   tokenizer (throughput vs Python tokenizers) are not part of all. HF_FSDP=0 skips the Transformers FSDP2 run of
+#   parallel.
 # The binaries come prebuilt in build/ (built on a CPU machine with the CUDA toolkit). Prints a short table last.
 set -uo pipefail
 out="${1:?usage: scripts/gpu_run.sh OUT_DIR [tests|bench|agreement|parallel|checkpoints|tokenizer|all]}"
@@ -106,11 +107,13 @@ if [ "$what" = parallel ]; then
     fi
   }
   parallel_bench q16_ep2 "${geometry[@]}" --ep 2
+  parallel_bench q16_ep2_nvlink "${geometry[@]}" --ep 2 --ep-exchange nvlink
   parallel_bench q16_dp2 "${geometry[@]}" --dp 2
-  $python -m torch.distributed.run --nproc-per-node 2 tools/bench/hf_fsdp_baseline.py --geometry qwen3-30b-a3b \
+  parallel_bench q16_dp2_zero1 "${geometry[@]}" --dp 2 --zero 1
+  [ "${HF_FSDP:-1}" = 0 ] || $python -m torch.distributed.run --nproc-per-node 2 tools/bench/hf_fsdp_baseline.py --geometry qwen3-30b-a3b \
     --layers 16 > "$out/hf_fsdp2.jsonl" 2> "$out/hf_fsdp2.log"
-  cat "$out/hf_fsdp2.jsonl"
-  record "transformers FSDP2 x2 q16 (per GPU)" "$(python3 -c "import json;r=json.loads(open('$out/hf_fsdp2.jsonl').read().splitlines()[-1]);print(f\"{r['tokens_per_s_per_gpu']:,.0f} tok/s  {r['peak_allocated_gib']:.1f} GiB\")" 2>/dev/null || echo "FAIL (see hf_fsdp2.log)")"
+  [ "${HF_FSDP:-1}" = 0 ] || cat "$out/hf_fsdp2.jsonl"
+  [ "${HF_FSDP:-1}" = 0 ] || record "transformers FSDP2 x2 q16 (per GPU)" "$(python3 -c "import json;r=json.loads(open('$out/hf_fsdp2.jsonl').read().splitlines()[-1]);print(f\"{r['tokens_per_s_per_gpu']:,.0f} tok/s  {r['peak_allocated_gib']:.1f} GiB\")" 2>/dev/null || echo "FAIL (see hf_fsdp2.log)")"
 fi
 
 if [ "$what" = checkpoints ]; then

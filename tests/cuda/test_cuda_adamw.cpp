@@ -3,7 +3,8 @@
 // the kernel's tiles, one tiny span) is held to the CPU twin applied span by span: the fp32-master variant to 1e-6
 // norm-wise (the same fp32 operations in the same order; only a compiler's different rounding could differ), its bf16
 // copy to the rounded master exactly, the all-bf16 variant to one bf16 rounding (kBf16RoundTrip), gaps untouched.
-// The gradient norm is held to the CPU's double sum at 1e-5 and must repeat bit for bit.
+// The gradient norm is held to the CPU's double sum at 1e-5 and must repeat bit for bit. A timing test prints the step's
+// bandwidth beside a device copy of the same traffic.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -110,6 +111,47 @@ TEST(CudaAdamW, GradNormMatchesCpuAndRepeats) {
     cuda::grad_norm_squared(grads_f32_d.data(), count, result_d.data(), scratch.data(), nullptr);
     EXPECT_NEAR(result_d.download()[0], expected, 1e-5 * expected);
   }
+}
+
+// The all-bf16 step over 1.5 G elements (a quarter of the Qwen3-30B-A3B slice) in one span: it moves 14 bytes per
+// element (reads parameter, gradient and both moments, writes parameter and moments); the device-to-device copy of the
+// same traffic is its roofline. Prints only.
+TEST(CudaAdamWTiming, Bf16StepBandwidth) {
+  SKIP_WITHOUT_GPU();
+  constexpr size_t kElements = size_t{1536} << 20;
+  cuda::DeviceBuffer<cuda::bf16> params(kElements), grads(kElements), m(kElements), v(kElements);
+  for (auto* buffer : {&params, &grads, &m, &v}) buffer->zero();
+  const cuda::AdamWPlan plan({{0, kElements, true}}, kElements);
+  cudaEvent_t start, stop;
+  CUDA_CHECK(cudaEventCreate(&start));
+  CUDA_CHECK(cudaEventCreate(&stop));
+  const auto time_ms = [&](const auto& run) {
+    run();
+    CUDA_CHECK(cudaEventRecord(start, nullptr));
+    for (int i = 0; i < 5; ++i) run();
+    CUDA_CHECK(cudaEventRecord(stop, nullptr));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return ms / 5.0;
+  };
+  const double step_ms = time_ms([&] {
+    cuda::adamw_bf16(params.data(), grads.data(), m.data(), v.data(), plan, kHyper, 1.0f, nullptr);
+  });
+  // 7 bytes per element copied = 14 bytes of traffic: m into params, v into grads, params into m (2 bytes each), then
+  // half of grads into v.
+  const size_t full = kElements * sizeof(cuda::bf16);
+  const double copy_ms = time_ms([&] {
+    CUDA_CHECK(cudaMemcpyAsync(params.data(), m.data(), full, cudaMemcpyDeviceToDevice, nullptr));
+    CUDA_CHECK(cudaMemcpyAsync(grads.data(), v.data(), full, cudaMemcpyDeviceToDevice, nullptr));
+    CUDA_CHECK(cudaMemcpyAsync(m.data(), params.data(), full, cudaMemcpyDeviceToDevice, nullptr));
+    CUDA_CHECK(cudaMemcpyAsync(v.data(), grads.data(), full / 2, cudaMemcpyDeviceToDevice, nullptr));
+  });
+  CUDA_CHECK(cudaEventDestroy(start));
+  CUDA_CHECK(cudaEventDestroy(stop));
+  const double bytes = 14.0 * static_cast<double>(kElements);
+  std::printf("[adamw timing] bf16 step over %zu elements: %.2f ms, %.2f TB/s | device copy of the same traffic %.2f ms, "
+              "%.2f TB/s\n", kElements, step_ms, bytes / (step_ms * 1e-3) / 1e12, copy_ms, bytes / (copy_ms * 1e-3) / 1e12);
 }
 
 }  // namespace

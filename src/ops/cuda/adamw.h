@@ -28,21 +28,22 @@ struct AdamWSpan {
 };
 
 // The spans of a flat buffer of `total` elements, on the device, with a lookup table giving for each tile of the
-// kernels (kAdamWTile elements) the first span that reaches it — so a block starts streaming data after one load
-// instead of a binary search. Built once per buffer layout (the spans never change during training).
+// kernels (kAdamWTile elements) the span holding all of it, or else the first span that reaches it — so a block starts
+// streaming data after one load instead of a binary search. Built once per buffer layout (the spans never change).
 constexpr size_t kAdamWTile = 2048;
 class AdamWPlan {
  public:
   AdamWPlan() = default;
   AdamWPlan(const std::vector<AdamWSpan>& spans, size_t total);
   const AdamWSpan* spans() const { return spans_.data(); }
-  const int32_t* tile_first_span() const { return tile_first_span_.data(); }
+  const int32_t* tile_info() const { return tile_info_.data(); }
   int span_count() const { return static_cast<int>(spans_.size()); }
   size_t total() const { return total_; }
 
  private:
   DeviceBuffer<AdamWSpan> spans_;
-  DeviceBuffer<int32_t> tile_first_span_;  // (ceil(total / kAdamWTile))
+  // (ceil(total / kAdamWTile)): 2 s + decay when span s covers the whole (full) tile, else -(first span reaching it) - 1
+  DeviceBuffer<int32_t> tile_info_;
   size_t total_ = 0;
 };
 
