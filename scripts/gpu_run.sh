@@ -142,7 +142,7 @@ if [ "$what" = checkpoints ]; then
 fi
 
 if [ "$what" = tokenizer ]; then
-  $python tools/bench/tokenizer_throughput.py --moetune build/moetune --out /tmp/tokenizer_bench --megabytes 100 \
+  $python tools/bench/tokenizer_throughput.py --moetune build/moetune --out /tmp/tokenizer_bench --megabytes 40 --train-megabytes 8 --threads 16 \
     > "$out/tokenizer.log" 2>&1
   tail -12 "$out/tokenizer.log"
   cp /tmp/tokenizer_bench/results.json "$out/tokenizer.json" 2>/dev/null

@@ -1,7 +1,7 @@
 // Why: `moetune train` run as several processes must refuse what it cannot do before any process waits for another:
-// the CPU engine is one process, --ep/--dp need a launcher, the sizes must be sane, and --zero is a GPU option. These are one-line usage errors
-// (exit 2), checked here with the launcher's environment set by hand (no GPU, no NCCL reached). The multi-GPU runs
-// themselves are in tests/cuda/test_cuda_parallel_train_cli.cpp.
+// the CPU engine is one process, --ep/--dp need a launcher, the sizes must be sane, --ep-overlap is on or off, and
+// --zero is a GPU option. These are one-line usage errors (exit 2), checked here with the launcher's environment set
+// by hand (no GPU, no NCCL reached). The multi-GPU runs themselves are in tests/cuda/test_cuda_parallel_train_cli.cpp.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -47,6 +47,19 @@ TEST(TrainParallelCli, ParallelSizesNeedALauncher) {
   expect_usage_error(train(temp, "", "--device cuda --dp 2"), "one process per GPU");
   expect_usage_error(train(temp, "", "--device cuda --ep 0"), "--ep must be >= 1");
   expect_usage_error(train(temp, "", "--device cuda --expert-capacity -1"), "--expert-capacity");
+}
+
+TEST(TrainParallelCli, ExchangeOverlapIsOnOrOff) {
+  TempFolder temp;
+  expect_usage_error(train(temp, "", "--device cuda --ep-overlap maybe"), "--ep-overlap must be on or off");
+#ifdef MOETUNE_HAVE_CUDA  // checked before any GPU is touched; a build without CUDA refuses bench first
+  expect_usage_error(test_util::run_moetune(temp.path(), "bench --ep-overlap maybe"), "--ep-overlap must be on or off");
+#endif
+  for (const char* command : {"train", "bench"}) {
+    const CommandResult help = test_util::run_moetune(temp.path(), std::string(command) + " --help");
+    EXPECT_EQ(help.status, 0) << describe(help);
+    EXPECT_NE(help.out.find("--ep-overlap on|off"), std::string::npos) << command << "\n" << help.out;
+  }
 }
 
 TEST(TrainParallelCli, ZeroIsForTheGpuEngine) {

@@ -55,6 +55,9 @@ Args bench_args() {
                                                 "it routes (0: the worst case, --ep)"},
                   {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or "
                                                        "one kernel writing into the owner's buffers over NVLink"},
+                  {"ep-overlap", "on|off", "on", "with --ep: in the backward pass, return the experts' input "
+                                                 "gradients to their GPUs while the experts' gate_up weight gradient "
+                                                 "runs (sm90 and moetune expert GEMMs); off: one after the other"},
                   {"zero", "0|1", "0", "several processes: 1 shards the AdamW moments (and --recipe mixed's fp32 "
                                        "master weights) over the GPUs sharing each parameter (ZeRO-1: gradients "
                                        "reduce-scattered, parameters all-gathered); no effect with one process"},
@@ -95,6 +98,8 @@ int bench_command(int argc, char** argv) {
   const cuda::Recipe recipe = cuda::parse_recipe(args.text("recipe"));
   const long zero = args.integer("zero");
   if (zero != 0 && zero != 1) throw UsageError{"moetune bench: --zero must be 0 or 1"};
+  const std::string overlap = args.text("ep-overlap");
+  if (overlap != "on" && overlap != "off") throw UsageError{"moetune bench: --ep-overlap must be on or off"};
 
   // Many GPUs: one process per GPU; the communicators pick this process's device before anything is allocated.
   const parallel::ProcessGroupInfo group = parallel::detect_process_group();
@@ -163,6 +168,7 @@ int bench_command(int argc, char** argv) {
     const std::string exchange = args.text("ep-exchange");
     if (exchange != "nccl" && exchange != "nvlink") throw UsageError{"moetune bench: --ep-exchange must be nccl or nvlink"};
     gpu.expert_exchange = exchange == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
+    gpu.overlap_exchange = overlap == "on";
   }
   cuda::GpuTrainer trainer(config, nullptr, options, gpu, batch_size, seq_len);
   if (trainer.engine().recompute() != recompute)
@@ -189,6 +195,9 @@ int bench_command(int argc, char** argv) {
   CUDA_CHECK(cudaMemGetInfo(&free_end, &total_memory));
 
   if (!rank0) return 0;
+  // What the engine does, not only what was asked: the overlap needs an exchange (--ep > 1) and the sm90 or moetune
+  // expert GEMMs (the engine falls back to cuBLAS's for widths that are not multiples of 64).
+  const bool ep_overlap = trainer.engine().overlaps_exchange();
   const double tokens = static_cast<double>(steps) * batch_size * seq_len;  // per GPU
   const double tokens_per_s = tokens / seconds;
   const double flops_per_token = training_flops_per_token(full_config, seq_len);
@@ -198,8 +207,9 @@ int bench_command(int argc, char** argv) {
               config.architecture.c_str(), config.num_layers, ParamLayout(full_config).parameter_count() / 1e9,
               trainer.layout().parameter_count() / 1e9, flops_per_token / 1e9);
   if (group.world_size > 1)
-    std::printf("parallel     %d GPUs: EP %d x DP %d (exchange %s)%s; tokens/s, TFLOP/s and memory below are per GPU\n",
-                group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str(),
+    std::printf("parallel     %d GPUs: EP %d x DP %d (exchange %s, overlap %s)%s; tokens/s, TFLOP/s and memory below "
+                "are per GPU\n",
+                group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str(), ep_overlap ? "on" : "off",
                 trainer.shards_optimizer() ? ", optimizer state sharded (ZeRO-1)" : "");
   const char* gemm_name = cuda::grouped_gemm_backend_name(trainer.engine().grouped_gemm_backend());
   std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, recompute %s, "
@@ -226,7 +236,7 @@ int bench_command(int argc, char** argv) {
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
                                    {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", gemm_name}, {"recompute", recompute},
-                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"zero", trainer.shards_optimizer() ? 1 : 0}, {"ep_exchange", args.text("ep-exchange")},
+                                   {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"zero", trainer.shards_optimizer() ? 1 : 0}, {"ep_exchange", args.text("ep-exchange")}, {"ep_overlap", ep_overlap},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},
                                    {"loss", last_loss}, {"breakdown_ms", breakdown}};

@@ -112,6 +112,9 @@ std::vector<Option> train_options() {
                                   "the worst case, --ep)"},
     {"ep-exchange", "nccl|nvlink", "nccl", "with --ep: how rows move between GPUs: NCCL send/receive, or one kernel "
                                            "writing into the owner's buffers over NVLink"},
+    {"ep-overlap", "on|off", "on", "with --ep: in the backward pass, return the experts' input gradients to their GPUs "
+                                   "while the experts' gate_up weight gradient runs (sm90 and moetune expert GEMMs; "
+                                   "same numbers); off: one after the other"},
     {"zero", "0|1", "0", "GPU, several processes: 1 shards the AdamW moments (and --recipe mixed's fp32 master weights) "
                          "over the GPUs sharing each parameter (ZeRO-1: the world for replicated ones, the --dp group "
                          "for experts), so optimizer memory per GPU falls with their number; same math, checkpoints "
@@ -236,7 +239,8 @@ const std::set<std::string> kChangeableOnResume = {"steps",      "output",      
                                                    "save-dtype", "save-layout", "save-every", "keep-last",
                                                    "resume",     "eval-batches", "threads",   "cache",
                                                    "epochs",     "device",      "recipe",     "fused-optimizer",
-                                                   "grouped-gemm", "recompute",  "expert-capacity", "ep-exchange"};
+                                                   "grouped-gemm", "recompute",  "expert-capacity", "ep-exchange",
+                                                   "ep-overlap"};
 // Options of the launch rather than of the run: never taken from the checkpoint (a run resumes on any number of GPUs,
 // with or without ZeRO, whose checkpoints hold the full optimizer state).
 const std::set<std::string> kPerLaunch = {"ep", "dp", "zero"};
@@ -429,6 +433,8 @@ int train_command(int argc, char** argv) {
     throw UsageError{"moetune train: --ep must be >= 1, --dp and --expert-capacity >= 0"};
   if (args.text("ep-exchange") != "nccl" && args.text("ep-exchange") != "nvlink")
     throw UsageError{"moetune train: --ep-exchange must be nccl or nvlink"};
+  if (args.text("ep-overlap") != "on" && args.text("ep-overlap") != "off")
+    throw UsageError{"moetune train: --ep-overlap must be on or off"};
   if (device == "cpu" && (world > 1 || ep > 1 || dp > 1))
     throw UsageError{str("moetune train: ",
                          world > 1 ? str(world, " processes (started by ", group.source, ")") : std::string("--ep/--dp"),

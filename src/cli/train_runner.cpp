@@ -149,6 +149,7 @@ std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Mod
     gpu.expert_replicas = &place.comms().dp;
     gpu.expert_capacity = args.number("expert-capacity");
     gpu.expert_exchange = args.text("ep-exchange") == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
+    gpu.overlap_exchange = args.text("ep-overlap") == "on";
   }
   return std::make_unique<GpuRunner>(place, host ? host->params() : nullptr, args.text("model"), options, gpu,
                                      batch_size, seq_len);

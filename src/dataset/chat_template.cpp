@@ -30,22 +30,6 @@ nlohmann::ordered_json read_json_file(const std::string& path) {
   }
 }
 
-constexpr const char* kSpecialTokenKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
-                                             "pad_token", "cls_token", "mask_token"};
-
-// A special token entry: a string, or an AddedToken object {"content": ...}; null/absent: not set.
-bool special_token_text(const nlohmann::ordered_json& value, std::string* text) {
-  if (value.is_string()) {
-    *text = value.get<std::string>();
-    return true;
-  }
-  if (value.is_object() && value.contains("content") && value["content"].is_string()) {
-    *text = value["content"].get<std::string>();
-    return true;
-  }
-  return false;
-}
-
 constexpr const char* kProbeUser = "moetune-probe-user-6f1d";
 constexpr const char* kProbeAssistant = "moetune-probe-assistant-6f1d";
 
@@ -86,31 +70,22 @@ ChatTemplate ChatTemplate::from_folder(const std::string& folder) {
          "chat data needs one");
   }
 
-  // Special tokens: tokenizer_config.json, then special_tokens_map.json for those it does not set.
+  // The special tokens as Transformers' tokenizer holds them (defaults and special_tokens_map.json included).
   nlohmann::ordered_json special = nlohmann::ordered_json::object();
-  nlohmann::ordered_json map = nlohmann::ordered_json::object();
-  const fs::path map_path = fs::path(folder) / "special_tokens_map.json";
-  if (fs::exists(map_path)) map = read_json_file(map_path.string());
-  for (const char* key : kSpecialTokenKeys) {
-    std::string text;
-    if (config.contains(key) && special_token_text(config[key], &text)) special[key] = text;
-    else if (map.is_object() && map.contains(key) && special_token_text(map[key], &text)) special[key] = text;
-  }
+  for (const auto& [key, content] : Tokenizer::special_tokens_in_folder(folder)) special[key] = content;
 
   // The added tokens of tokenizer.json, or of the tokenizer a tokenizer.model converts to.
   std::vector<std::string> added;
-  if (fs::exists(fs::path(folder) / "tokenizer.json") || fs::exists(fs::path(folder) / "tokenizer.model")) {
-    nlohmann::ordered_json tokenizer;
-    try {
-      tokenizer = nlohmann::ordered_json::parse(Tokenizer::json_in_folder(folder));
-    } catch (const nlohmann::json::parse_error& error) {
-      fail(Tokenizer::file_in_folder(folder), ": malformed JSON (", error.what(), ")");
-    }
-    if (tokenizer.is_object() && tokenizer.contains("added_tokens") && tokenizer["added_tokens"].is_array())
-      for (const auto& token : tokenizer["added_tokens"])
-        if (token.is_object() && token.contains("content") && token["content"].is_string())
-          added.push_back(token["content"].get<std::string>());
+  nlohmann::ordered_json tokenizer;
+  try {
+    tokenizer = nlohmann::ordered_json::parse(Tokenizer::json_in_folder(folder));
+  } catch (const nlohmann::json::parse_error& error) {
+    fail(Tokenizer::file_in_folder(folder), ": malformed JSON (", error.what(), ")");
   }
+  if (tokenizer.is_object() && tokenizer.contains("added_tokens") && tokenizer["added_tokens"].is_array())
+    for (const auto& token : tokenizer["added_tokens"])
+      if (token.is_object() && token.contains("content") && token["content"].is_string())
+        added.push_back(token["content"].get<std::string>());
   return ChatTemplate(std::move(source), std::move(name), std::move(special), std::move(added));
 }
 

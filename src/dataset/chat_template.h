@@ -6,8 +6,11 @@
 // Where the template comes from (Transformers' order): <folder>/chat_template.jinja, else tokenizer_config.json's
 // "chat_template" (a string, or a list of {"name", "template"} of which "default" is taken). The template sees
 // `messages`, `tools` (None unless the sample has some), `documents` (None), `add_generation_prompt`, the special
-// tokens of tokenizer_config.json that are set (bos_token, eos_token, unk_token, sep_token, pad_token, cls_token,
-// mask_token, as strings), and the extra keyword arguments given (e.g. enable_thinking).
+// tokens Transformers' tokenizer holds by name (its special_tokens_map: bos_token, eos_token, unk_token, sep_token,
+// pad_token, cls_token, mask_token and model-specific "*_token" names that are set, as strings; a token the folder's
+// files leave out can still be set by the tokenizer class's default, and special_tokens_map.json can override
+// tokenizer_config.json: Tokenizer::special_tokens_in_folder, tokenizer/special_tokens.h), and the extra keyword
+// arguments given (e.g. enable_thinking), which win over a special token of the same name.
 //
 // What carries loss (the "assistant mask"), defined per assistant message i of the conversation, over the rendered text
 // S of the whole conversation:
@@ -52,8 +55,8 @@ class ChatTemplate {
  public:
   // True when `folder` has chat_template.jinja or a "chat_template" in tokenizer_config.json.
   static bool folder_has_template(const std::string& folder);
-  // Reads the template and special tokens from `folder`, and tokenizer.json's added tokens (to find the end-of-turn
-  // token). Errors name the file.
+  // Reads the template from `folder`, the special tokens and added tokens (to find the end-of-turn token) of its
+  // tokenizer (tokenizer.json, or the tokenizer a tokenizer.model converts to). Errors name the file.
   static ChatTemplate from_folder(const std::string& folder);
   // `special_tokens`: {"bos_token": "<s>", ...}; `added_tokens`: the tokenizer's added token strings. `name` prefixes
   // template errors.

@@ -2,29 +2,17 @@
 #include "dataset/sample_encoder.h"
 
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "dataset/jinja_internal.h"
 
 namespace moetune {
 
-namespace fs = std::filesystem;
 using nlohmann::ordered_json;
 
 namespace {
 
 // Bump when the rules that turn records into ids or masks change: every cache built before is then rebuilt.
-constexpr const char* kEncoderVersion = "moetune-sample-encoder/1";
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open for reading");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+constexpr const char* kEncoderVersion = "moetune-sample-encoder/2";
 
 std::string type_name(const ordered_json& value) { return value.type_name(); }
 
@@ -37,16 +25,6 @@ const std::string& string_field(const ordered_json& record, const char* field) {
 
 bool blank(const std::string& text) {
   return std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; });
-}
-
-// The special token `key` of tokenizer_config.json (a string or {"content": ...}); "" when unset.
-std::string config_token(const ordered_json& config, const char* key) {
-  if (!config.is_object() || !config.contains(key)) return "";
-  const ordered_json& value = config[key];
-  if (value.is_string()) return value.get<std::string>();
-  if (value.is_object() && value.contains("content") && value["content"].is_string())
-    return value["content"].get<std::string>();
-  return "";
 }
 
 }  // namespace
@@ -112,21 +90,16 @@ SampleEncoder::SampleEncoder(const std::string& folder, DataFormat format, order
   aligner_ = std::make_unique<TokenAligner>(tokenizer_, tokenizer_json, tokenizer_path);
   kwargs_value_ = jinja::Value::from_json(template_kwargs_);
 
-  ordered_json config = ordered_json::object();
-  const fs::path config_path = fs::path(folder) / "tokenizer_config.json";
-  if (fs::exists(config_path)) {
-    try {
-      config = ordered_json::parse(read_file(config_path.string()));
-    } catch (const nlohmann::json::parse_error& error) {
-      fail(config_path.string(), ": malformed JSON (", error.what(), ")");
-    }
+  // Transformers' tokenizer.eos_token / pad_token (TRL appends the one, pads with the other, eos when there is none).
+  std::string eos, pad;
+  for (const auto& [key, content] : Tokenizer::special_tokens_in_folder(folder)) {
+    if (key == "eos_token") eos = content;
+    if (key == "pad_token") pad = content;
   }
-  const std::string eos = config_token(config, "eos_token");
   if (!eos.empty()) {
     eos_id_ = tokenizer_.token_to_id(eos);
-    if (eos_id_ == Tokenizer::kNoToken) fail(config_path.string(), ": eos_token \"", eos, "\" is not a token of ", tokenizer_path);
+    if (eos_id_ == Tokenizer::kNoToken) fail(folder, ": eos_token \"", eos, "\" is not a token of ", tokenizer_path);
   }
-  const std::string pad = config_token(config, "pad_token");
   const int32_t pad_id = pad.empty() ? Tokenizer::kNoToken : tokenizer_.token_to_id(pad);
   pad_id_ = pad_id != Tokenizer::kNoToken ? pad_id : (eos_id_ != Tokenizer::kNoToken ? eos_id_ : 0);
 

@@ -58,9 +58,12 @@
 // not used. Construction of an NvlinkDirect exchange is collective over the EP group, and the current device must be
 // the communicator's. Destroy it on every rank after its last call (it closes the peers' mappings and frees its own).
 //
-// Streams: every call of one ExpertExchange must be enqueued on the same stream (the pinned buffers are reused after
-// the synchronisation in plan()). The communicator is held by reference: it must outlive the exchange, stay where it
-// is (not be moved from), and not be used by another stream while a call is in flight.
+// Streams: each call does all its work (kernels, copies, the NCCL calls) on the stream it is given. Calls of one
+// ExpertExchange must be stream-ordered one after the other: on one stream, or on another stream that waits (an event)
+// for the previous call's work and that the next call's stream waits for in turn (the engine's backward returns rows
+// on a second stream this way, gpu/gpu_layers.cpp); the tables, staging, barriers and, with NvlinkDirect, the
+// expert buffers are shared by all calls. The communicator is held by reference: it must outlive the exchange, stay
+// where it is (not be moved from), and not be used by another stream while a call is in flight.
 #pragma once
 
 #include <cstddef>

@@ -138,6 +138,15 @@ GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStre
     if (expert_side.exchange_buffers) shape.expert_buffers = (recompute_ ? 1 : c.num_sparse_layers()) + 1;
     exchange_ = std::make_unique<ExpertExchange>(*options.expert_comm, shape);
     expert_side.staging = exchange_->staging_elements();
+    if (options.overlap_exchange && grouped_gemm_ != GroupedGemmBackend::Cublas) {
+      // The greatest priority, as the trainer's compute stream: neither side of the overlap then yields SMs to the
+      // other, and both keep theirs ahead of the fused optimizer's low-priority stream.
+      int least_priority = 0, greatest_priority = 0;
+      CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least_priority, &greatest_priority));
+      CUDA_CHECK(cudaStreamCreateWithPriority(&exchange_stream_, cudaStreamNonBlocking, greatest_priority));
+      CUDA_CHECK(cudaEventCreateWithFlags(&exchange_fork_, cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventCreateWithFlags(&exchange_join_, cudaEventDisableTiming));
+    }
   } else if (c.experts_sharded()) {
     fail("the config holds experts [", c.expert_shard_begin, ", ", c.expert_shard_begin + c.held_experts(), ") of ",
          c.num_experts, " but no expert-parallel group was given");
@@ -201,6 +210,11 @@ size_t GpuEngine::expert_rows_capacity(const ModelConfig& config, int tokens, co
 }
 
 GpuEngine::~GpuEngine() {
+  if (exchange_stream_) {
+    cudaEventDestroy(exchange_fork_);
+    cudaEventDestroy(exchange_join_);
+    cudaStreamDestroy(exchange_stream_);
+  }
   for (cudaEvent_t event : event_pool_) cudaEventDestroy(event);
   for (auto& mark : marks_) cudaEventDestroy(mark.second);
   cudaFreeHost(b_->host_offsets_pinned);

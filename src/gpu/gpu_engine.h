@@ -76,6 +76,11 @@ struct GpuEngineOptions {
   // How rows move between the EP group's GPUs: NCCL send/receive through a staging buffer, or one kernel writing
   // straight into the owner's expert buffer over NVLink (gpu/expert_exchange.h).
   ExchangeBackend expert_exchange = ExchangeBackend::Nccl;
+  // Expert parallelism with a device-offset grouped GEMM (Sm90, Moetune): in each MoE layer's backward, the return
+  // exchange of d(expert input) (from_experts) runs on a second stream of the engine, beside the experts' last weight
+  // gradient (gate_up), which it does not touch; off: one after the other on the engine's stream. Same kernels on the
+  // same inputs either way, so gradients are bitwise those of overlap off. cuBLAS's grouped GEMM always runs serially.
+  bool overlap_exchange = true;
   // Packed batches (several documents per row, attention restricted to each document): the most documents one batch
   // may hold (0 = packing off). The attention plans for packed batches are built at construction for this bound.
   int max_documents = 0;
@@ -113,6 +118,9 @@ class GpuEngine {
   size_t activation_bytes() const { return activation_bytes_; }
   GroupedGemmBackend grouped_gemm_backend() const { return grouped_gemm_; }
   bool recompute() const { return recompute_; }
+  // Whether the backward's return exchange overlaps the last expert weight gradient (GpuEngineOptions::
+  // overlap_exchange, in effect: expert parallelism and a device-offset grouped GEMM).
+  bool overlaps_exchange() const { return exchange_stream_ != nullptr; }
   size_t workspace_bytes() const { return workspace_bytes_; }
 
   // Per-phase milliseconds accumulated since the last reset (needs timing enabled; costs one event per phase change).
@@ -171,6 +179,10 @@ class GpuEngine {
   std::vector<Layer> layers_;
   std::unique_ptr<Buffers> b_;
   std::unique_ptr<ExpertExchange> exchange_;  // expert parallelism only
+  // overlaps_exchange() only: the stream the backward's from_experts runs on (the greatest priority, as the trainer's
+  // compute stream), forked from stream_ at exchange_fork_ and joined back into it at exchange_join_ (mlp_backward).
+  cudaStream_t exchange_stream_ = nullptr;
+  cudaEvent_t exchange_fork_ = nullptr, exchange_join_ = nullptr;
   int max_documents_ = 0;
   int32_t* doc_offsets_ = nullptr;  // (max_documents + 1) device: the packed batch's document offsets
   int documents_ = 0;               // documents of the current batch; 0: not packed

@@ -1,7 +1,9 @@
 // Why: the MLP half of a decoder layer on the GPU, forward and backward — the twin of model/cpu_mlp.cpp (the attention
 // half is gpu_attention_layer.cpp). Sparse layers: router, routed SwiGLU experts on grouped GEMMs between index-map
 // permutes, and (Qwen2-MoE) a shared SwiGLU expert on dense GEMMs scaled by sigmoid(shared_expert_gate(x)). Dense
-// layers: one SwiGLU MLP.
+// layers: one SwiGLU MLP. With expert parallelism the backward may return d(expert input) to the source ranks on a
+// second stream while the experts' gate_up weight gradient runs, since neither reads what the other writes (see
+// mlp_backward); everything else is stream-ordered on the engine's stream.
 #include "gpu/elementwise.h"
 #include "gpu/gpu_engine_internal.h"
 #include "ops/cuda/grouped_gemm.h"
@@ -136,6 +138,8 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     moe_combine_backward(b.d_rows, b.d_top_weight, b.d_stream, a.expert_out, a.top_weight, a.row_token, a.row_slot, rows,
                          H, K, stream_);
     const ExpertRows x = expert_rows(l, false);
+    // The return exchange of d(expert input) beside the gate_up weight gradient (GpuEngineOptions::overlap_exchange).
+    const bool overlap = exchange_stream_ && x.own && x.rows > 0;
     bf16* d_expert = b.d_rows;  // expert side: d(expert output), then d(expert input)
     if (exchange_) {
       mark(Phase::Communication);
@@ -155,6 +159,18 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_in = d_gate_up · W_gate_up[e];  d W_gate_up[e] += d_gate_up_e^T · in_e
         expert_gemm(GroupedLayout::kNN, x, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert);
+        if (overlap) {
+          // Fork: from_experts on exchange_stream_ once d_expert is complete. Until the join below, that stream alone
+          // touches d_expert, b.exchange_staging, b.d_rows, the exchange's tables and buffers and the EP communicator,
+          // and stream_ runs only the weight gradient (b.d_gate_up, a.expert_in, g.experts_gate_up; with NVLink,
+          // a.expert_in is another exchange buffer than d_expert, and peers only read d_expert meanwhile). No NCCL call
+          // on any communicator is enqueued in between, so every rank issues the same sequence of them, in the same
+          // stream order as overlap off.
+          CUDA_CHECK(cudaEventRecord(exchange_fork_, stream_));
+          CUDA_CHECK(cudaStreamWaitEvent(exchange_stream_, exchange_fork_, 0));
+          exchange_->from_experts(l, d_expert, b.d_rows, H, b.exchange_staging, exchange_stream_);
+          CUDA_CHECK(cudaEventRecord(exchange_join_, exchange_stream_));
+        }
         expert_gemm(GroupedLayout::kTN, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
       } else {
         gemm_.grouped_linear_backward(d_expert, g.experts_gate_up, b.d_gate_up, a.expert_in, w.experts_gate_up,
@@ -162,8 +178,11 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
       }
     }
     if (exchange_) {
-      mark(Phase::Communication);
-      exchange_->from_experts(l, d_expert, b.d_rows, H, b.exchange_staging, stream_);
+      mark(Phase::Communication);  // overlapped: only the wait for the part of the exchange the GEMM did not hide
+      if (overlap)  // join: everything after reads b.d_rows, and the next exchange call must follow this one
+        CUDA_CHECK(cudaStreamWaitEvent(stream_, exchange_join_, 0));
+      else
+        exchange_->from_experts(l, d_expert, b.d_rows, H, b.exchange_staging, stream_);
     }
     mark(Phase::Permute);
     moe_scatter_add_backward(b.d_norm, b.d_rows, a.token_slot_row, N, H, K, stream_);

@@ -147,6 +147,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   engine_options.expert_ranks = gpu_.expert_group ? gpu_.expert_group->size() : 1;
   engine_options.expert_capacity = gpu_.expert_capacity;
   engine_options.expert_exchange = gpu_.expert_exchange;
+  engine_options.overlap_exchange = gpu_.overlap_exchange;
   engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, engine_options);
   for (const ParamInfo& info : layout_.params()) {
     const bool expert = is_expert(info);

@@ -69,6 +69,7 @@ struct GpuOptions {
   const parallel::NcclComm* expert_replicas = nullptr;
   double expert_capacity = 0.0;  // GpuEngineOptions::expert_capacity
   ExchangeBackend expert_exchange = ExchangeBackend::Nccl;  // GpuEngineOptions::expert_exchange
+  bool overlap_exchange = true;  // GpuEngineOptions::overlap_exchange
   // 0: every rank keeps the whole optimizer state; 1: ZeRO-1, sharded over the ranks sharing the parameters (see the
   // top of this file). No effect with one rank (nothing to shard over).
   int zero_stage = 0;

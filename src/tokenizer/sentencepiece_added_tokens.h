@@ -13,23 +13,17 @@
 #include <vector>
 
 #include "tokenizer/sentencepiece_model.h"
+#include "tokenizer/special_tokens.h"
 
 namespace moetune::tokenizer::spm_conversion {
 
 // The Transformers tokenizer class a folder converts with.
 enum class Backend { Llama, Generic };
 
-// A tokenizer.model folder; a JSON file that is absent reads as {}. The paths name the files in errors.
-struct Folder {
-  std::string path;
+// A tokenizer.model folder: its JSON files (special_tokens.h) and the model.
+struct Folder : FolderFiles {
   std::string model_path;
   SentencePieceModel model;
-  std::string config_path;  // tokenizer_config.json
-  nlohmann::ordered_json config;
-  std::string model_config_path;  // config.json
-  nlohmann::ordered_json model_config;
-  std::string map_path;  // special_tokens_map.json
-  nlohmann::ordered_json map;
 };
 
 // A boolean option: true/false, or nullopt when absent or null; anything else is an error naming `where` and `key`.
@@ -46,6 +40,12 @@ struct AddedTokens {
   std::vector<AddedToken> tokens;      // by id
   std::optional<AddedToken> bos, eos;  // the bos_token / eos_token, where there is one
 };
+
+// The named special tokens (special_tokens.h) with the backend's defaults: LlamaTokenizer's, or for the generic
+// conversion the model's own bos, eos and unk pieces where it has them. special_tokens_map.json keys other than the
+// seven standard ones and additional_special_tokens are refused (their place among the added tokens is not
+// reproduced).
+NamedTokens sentencepiece_named_tokens(const Folder& folder, Backend backend);
 
 // `vocab`: the model's pieces -> ids.
 AddedTokens added_tokens(const Folder& folder, Backend backend, const std::unordered_map<std::string, int64_t>& vocab);

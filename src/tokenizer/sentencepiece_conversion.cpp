@@ -2,10 +2,7 @@
 #include "tokenizer/sentencepiece_conversion.h"
 
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <optional>
-#include <sstream>
 #include <unordered_map>
 #include <utility>
 
@@ -20,7 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using ordered_json = nlohmann::ordered_json;
 using spm_conversion::Backend;
 using spm_conversion::flag;
 using spm_conversion::Folder;
@@ -28,72 +24,27 @@ using ModelType = SentencePieceModel::ModelType;
 
 constexpr const char* kMetaspace = "\xE2\x96\x81";  // U+2581
 
-// A JSON file that must hold an object; {} when the file does not exist.
-ordered_json read_object(const std::string& path) {
-  if (!fs::exists(path)) return ordered_json::object();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  ordered_json value;
-  try {
-    value = ordered_json::parse(text.str());
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(path, ": not valid JSON: ", e.what());
-  }
-  if (!value.is_object()) fail(path, ": not a JSON object");
-  return value;
+// A tokenizer.model folder with its files.
+Folder read_folder(const std::string& path) {
+  Folder in;
+  static_cast<FolderFiles&>(in) = FolderFiles::read(path);
+  in.model_path = (fs::path(path) / "tokenizer.model").string();
+  in.model = SentencePieceModel::read(in.model_path);
+  return in;
 }
 
-std::optional<std::string> class_name(const ordered_json& object, const std::string& where) {
-  if (!object.contains("tokenizer_class") || object["tokenizer_class"].is_null()) return std::nullopt;
-  if (!object["tokenizer_class"].is_string()) fail(where, ": \"tokenizer_class\" must be a string");
-  std::string name = object["tokenizer_class"].get<std::string>();
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, "Fast") == 0) name.resize(name.size() - 4);
-  return name;
-}
-
-// AutoTokenizer's choice of class (see the header).
+// The class AutoTokenizer picks (special_tokens.h), as one of the two moetune converts with.
 Backend resolve_backend(const Folder& in) {
-  if (in.config.contains("auto_map") && !in.config["auto_map"].is_null()) {
-    fail(in.config_path, ": \"auto_map\" makes Transformers load the model's own tokenizer code, which moetune cannot ",
-         "run; give the folder a tokenizer.json");
+  const TokenizerClass chosen = tokenizer_class(in);
+  if (chosen.name.empty()) {
+    fail(chosen.where, ": moetune does not know which tokenizer class Transformers picks for it (it knows llama, ",
+         "mistral, mixtral, olmoe, qwen2_moe, qwen3_moe), so it cannot convert tokenizer.model as Transformers would; ",
+         "give the folder a tokenizer.json");
   }
-  // Transformers' class for config.json's model_type; "" where it maps to none.
-  static const std::map<std::string, std::string> kMapped = {
-      {"llama", ""}, {"mistral", "TokenizersBackend"}, {"mixtral", "TokenizersBackend"},
-      {"olmoe", "GPTNeoXTokenizer"}, {"qwen2_moe", "Qwen2Tokenizer"}, {"qwen3_moe", "Qwen2Tokenizer"}};
-  std::optional<std::string> mapped;
-  std::string type;
-  if (in.model_config.contains("model_type") && !in.model_config["model_type"].is_null()) {
-    type = in.model_config["model_type"].dump();
-    const ordered_json& value = in.model_config["model_type"];
-    auto it = value.is_string() ? kMapped.find(value.get<std::string>()) : kMapped.end();
-    if (it == kMapped.end()) {
-      fail(in.model_config_path, ": model_type ", type, ": moetune does not know which tokenizer class Transformers ",
-           "picks for it (it knows llama, mistral, mixtral, olmoe, qwen2_moe, qwen3_moe), so it cannot convert ",
-           "tokenizer.model as Transformers would; give the folder a tokenizer.json");
-    }
-    if (!it->second.empty()) mapped = it->second;
-  }
-  const std::optional<std::string> own = class_name(in.config, in.config_path);
-  const std::optional<std::string> hub = own ? own : class_name(in.model_config, in.model_config_path);
-  std::string chosen = "TokenizersBackend";
-  std::string where = in.config_path + ": no \"tokenizer_class\"";
-  if (hub && mapped && *mapped != *hub) {
-    chosen = *mapped == "TokenizersBackend" ? *mapped : *hub;
-    where = in.model_config_path + ": model_type " + type + " with tokenizer_class \"" + *hub + "\"";
-  } else if (hub) {
-    chosen = *hub;
-    where = (own ? in.config_path : in.model_config_path) + ": \"tokenizer_class\" \"" + *hub + "\"";
-  } else if (mapped) {
-    chosen = *mapped;
-    where = in.model_config_path + ": model_type " + type;
-  }
-  if (chosen == "LlamaTokenizer") return Backend::Llama;
-  if (chosen == "TokenizersBackend" || chosen == "PreTrainedTokenizer") return Backend::Generic;
-  fail(where, " makes Transformers use ", chosen, "; moetune converts tokenizer.model as Transformers' LlamaTokenizer ",
-       "and TokenizersBackend do, not as ", chosen, "; give the folder a tokenizer.json");
+  if (chosen.name == "LlamaTokenizer") return Backend::Llama;
+  if (chosen.name == "TokenizersBackend" || chosen.name == "PreTrainedTokenizer") return Backend::Generic;
+  fail(chosen.where, " makes Transformers use ", chosen.name, "; moetune converts tokenizer.model as Transformers' ",
+       "LlamaTokenizer and TokenizersBackend do, not as ", chosen.name, "; give the folder a tokenizer.json");
 }
 
 void refuse_unsupported_options(const Folder& in, Backend backend) {
@@ -205,17 +156,7 @@ json post_processor(const Folder& in, const spm_conversion::AddedTokens& added) 
 }  // namespace
 
 json convert_sentencepiece_folder(const std::string& path) {
-  Folder in;
-  in.path = path;
-  in.model_path = (fs::path(path) / "tokenizer.model").string();
-  in.model = SentencePieceModel::read(in.model_path);
-  in.config_path = (fs::path(path) / "tokenizer_config.json").string();
-  in.config = read_object(in.config_path);
-  in.model_config_path = (fs::path(path) / "config.json").string();
-  in.model_config = read_object(in.model_config_path);
-  in.map_path = (fs::path(path) / "special_tokens_map.json").string();
-  in.map = read_object(in.map_path);
-
+  const Folder in = read_folder(path);
   const Backend backend = resolve_backend(in);
   refuse_unsupported_options(in, backend);
   std::unordered_map<std::string, int64_t> vocab;
@@ -261,6 +202,11 @@ json convert_sentencepiece_folder(const std::string& path) {
                        {"post_processor", post_processor(in, added)},
                        {"decoder", json::object({{"type", "Sequence"}, {"decoders", std::move(steps)}})},
                        {"model", unigram ? unigram_model(in) : bpe_model(in, vocab, backend)}});
+}
+
+std::vector<std::pair<std::string, std::string>> sentencepiece_special_tokens(const std::string& path) {
+  const Folder in = read_folder(path);
+  return set_tokens(spm_conversion::sentencepiece_named_tokens(in, resolve_backend(in)));
 }
 
 }  // namespace moetune::tokenizer

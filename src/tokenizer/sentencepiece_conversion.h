@@ -29,10 +29,11 @@
 //   decoder     Replace("▁"->" "), plus ByteFallback and Fuse when byte_fallback
 //   specials    bos/eos/unk default to the model's pieces for them (where their ids are not -1)
 // Added tokens (both; sentencepiece_added_tokens.h): in this order: added_tokens_decoder (by id), the named special
-//   tokens (bos, eos, unk, sep, pad, cls, mask, where special_tokens_map.json overrides tokenizer_config.json when
-//   the latter has no added_tokens_decoder; then other "*_token" keys and a dict extra_special_tokens), then the extra
-//   special tokens (additional_special_tokens / extra_special_tokens, or, where tokenizer_config.json has neither,
-//   the model's control pieces as special and user-defined pieces as non-special tokens), each named or extra one
+//   tokens (special_tokens.h: bos, eos, unk, sep, pad, cls, mask, where special_tokens_map.json overrides
+//   tokenizer_config.json when the latter has no added_tokens_decoder; then other "*_token" keys and a dict
+//   extra_special_tokens), then the extra special tokens (additional_special_tokens / extra_special_tokens, or,
+//   where tokenizer_config.json has neither, the model's control pieces as special and user-defined pieces as
+//   non-special tokens), each named or extra one
 //   left out when its content is in added_tokens_decoder or an equal value is already listed; a token given as a
 //   string is special and not normalized. A token is special when any entry for it is (a named one always), and takes
 //   the other flags (lstrip, rstrip, single_word, normalized) of its last entry. A piece keeps its id; other tokens
@@ -52,11 +53,17 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace moetune::tokenizer {
 
 // The tokenizer.json document for `folder`/tokenizer.model, with `folder`/tokenizer_config.json, config.json and
 // special_tokens_map.json where present.
 nlohmann::json convert_sentencepiece_folder(const std::string& folder);
+
+// The named special tokens Transformers' tokenizer for `folder`/tokenizer.model holds, key -> content, in its order
+// (special_tokens.h): those of its files, else the converting class's defaults ("specials" above).
+std::vector<std::pair<std::string, std::string>> sentencepiece_special_tokens(const std::string& folder);
 
 }  // namespace moetune::tokenizer

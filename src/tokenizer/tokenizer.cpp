@@ -15,6 +15,7 @@
 #include "tokenizer/post_processor.h"
 #include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/sentencepiece_conversion.h"
+#include "tokenizer/special_tokens.h"
 #include "tokenizer/unigram.h"
 #include "tokenizer/utf8.h"
 
@@ -177,6 +178,20 @@ std::string Tokenizer::json_in_folder(const std::string& folder) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+std::vector<std::pair<std::string, std::string>> Tokenizer::special_tokens_in_folder(const std::string& folder) {
+  const std::string path = file_in_folder(folder);
+  if (std::filesystem::path(path).filename() == "tokenizer.model") {
+    return tokenizer::sentencepiece_special_tokens(folder);
+  }
+  nlohmann::json document;
+  try {
+    document = nlohmann::json::parse(json_in_folder(folder));
+  } catch (const nlohmann::json::parse_error& e) {
+    fail(path, ": not valid JSON: ", e.what());
+  }
+  return tokenizer::set_tokens(tokenizer::json_folder_tokens(tokenizer::FolderFiles::read(folder), document));
 }
 
 Tokenizer Tokenizer::from_folder(const std::string& folder) {

@@ -35,6 +35,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace moetune {
@@ -52,6 +53,11 @@ class Tokenizer {
   // The tokenizer.json text from_folder loads: the file, or the document converted from tokenizer.model (with
   // tokenizer_config.json, config.json and special_tokens_map.json). Its bytes identify the tokenizer (cache keys).
   static std::string json_in_folder(const std::string& folder);
+  // The special tokens Transformers' tokenizer for `folder` holds by name (its special_tokens_map: bos_token,
+  // eos_token, ..., model-specific "*_token" names), key -> content, in its order: what apply_chat_template gives the
+  // chat template, and the tokenizer's eos_token / pad_token. From tokenizer_config.json, special_tokens_map.json and
+  // the defaults of the class Transformers loads the folder with (special_tokens.h).
+  static std::vector<std::pair<std::string, std::string>> special_tokens_in_folder(const std::string& folder);
   static Tokenizer from_file(const std::string& tokenizer_json_path);
   // `source` names the text in error messages.
   static Tokenizer from_json_string(std::string_view json_text, const std::string& source = "tokenizer.json");

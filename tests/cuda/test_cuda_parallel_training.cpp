@@ -49,6 +49,7 @@ std::vector<float> shard_params(const ModelConfig& full, const ModelConfig& shar
 }
 
 struct RankResult {
+  bool overlapped = false;   // the engine overlaps its backward's return exchange (GpuEngine::overlaps_exchange)
   std::vector<float> grads;  // the rank's layout (compute_gradients)
   std::vector<double> losses, grad_norms;  // per step
   double ce = 0.0;
@@ -60,6 +61,7 @@ struct RankResult {
 struct ParallelRun {
   int ep = 1, dp = 1;
   bool nvlink = false;  // the NVLink direct exchange instead of NCCL send/receive
+  bool overlap = true;  // GpuOptions::overlap_exchange (EP only: the return exchange beside a weight gradient)
 };
 
 // What a run trains: steps of `micro` micro-batches (batches[first_batch + s * micro + m]), or with steps 0 the
@@ -108,8 +110,10 @@ RankResult run_rank(parallel::NcclComm& world, const ParallelRun& run, const Mod
   gpu.expert_group = run.ep > 1 ? &comms.ep : nullptr;
   gpu.expert_replicas = &comms.dp;
   gpu.expert_exchange = run.nvlink ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
+  gpu.overlap_exchange = run.overlap;
   cuda::GpuTrainer trainer(local, local_params.data(), options, gpu, 1, batches[0].seq_len);
   RankResult result;
+  result.overlapped = trainer.engine().overlaps_exchange();
   result.optimizer_bytes = trainer.optimizer_bytes();
   result.parameter_bytes = trainer.parameter_bytes();
   if (training.steps == 0) {
@@ -131,6 +135,23 @@ RankResult run_rank(parallel::NcclComm& world, const ParallelRun& run, const Mod
   return result;
 }
 
+// Every tensor of `layout` in `actual` against `expected`: identical bits (tolerance 0) or within a relative norm error.
+void expect_same_tensors(const std::string& what, const ParamLayout& layout, const std::vector<float>& actual,
+                         const std::vector<float>& expected, double tolerance) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  for (const ParamInfo& p : layout.params()) {
+    const std::vector<float> a(actual.begin() + static_cast<long>(p.offset), actual.begin() + static_cast<long>(p.offset + p.numel));
+    const std::vector<float> e(expected.begin() + static_cast<long>(p.offset), expected.begin() + static_cast<long>(p.offset + p.numel));
+    if (tolerance == 0.0) {
+      size_t differing = 0;
+      for (size_t i = 0; i < a.size(); ++i) differing += a[i] != e[i];
+      EXPECT_EQ(differing, 0u) << what << " of " << p.name << ": elements that differ";
+    } else {
+      EXPECT_LE(relative_norm_error(a, e), tolerance) << what << " of " << p.name;
+    }
+  }
+}
+
 class CudaParallelTraining : public ::testing::TestWithParam<ParallelRun> {};
 
 TEST_P(CudaParallelTraining, TwoGpusGiveTheGradientsOfOne) {
@@ -149,11 +170,15 @@ TEST_P(CudaParallelTraining, TwoGpusGiveTheGradientsOfOne) {
   const std::vector<float> expected = single.download_grads();
   const double expected_ce = loss.ce_sum / static_cast<double>(loss.counted);
 
-  const std::vector<RankResult> ranks = run_ranks<RankResult>(2, [&](parallel::NcclComm& world) {
-    return run_rank(world, run, config, params, {batch}, Training{});
-  });
+  const auto gradients = [&](const ParallelRun& layout) {
+    return run_ranks<RankResult>(2, [&](parallel::NcclComm& world) {
+      return run_rank(world, layout, config, params, {batch}, Training{});
+    });
+  };
+  const std::vector<RankResult> ranks = gradients(run);
   double worst = 0.0;
   for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(ranks[r].overlapped, run.ep > 1 && run.overlap) << "rank " << r;
     EXPECT_NEAR(ranks[r].ce, expected_ce, 2e-3 * expected_ce) << "rank " << r;
     ModelConfig local = config;
     if (run.ep > 1) local = parallel::expert_shard_config(config, r * config.num_experts / 2, config.num_experts / 2);
@@ -168,7 +193,19 @@ TEST_P(CudaParallelTraining, TwoGpusGiveTheGradientsOfOne) {
       EXPECT_LE(error, 2e-2) << "rank " << r << " gradient of " << p.name;
     }
   }
-  std::printf("[parallel EP %d x DP %d%s] worst gradient relative norm error vs one GPU %.3g\n", run.ep, run.dp, run.nvlink ? " nvlink" : "", worst);
+  std::printf("[parallel EP %d x DP %d%s%s] worst gradient relative norm error vs one GPU %.3g\n", run.ep, run.dp,
+              run.nvlink ? " nvlink" : "", run.ep > 1 && !run.overlap ? " serial" : "", worst);
+  if (run.ep > 1 && run.overlap) {  // the serial exchange runs the same kernels on the same inputs: the same bits
+    ParallelRun serial = run;
+    serial.overlap = false;
+    const std::vector<RankResult> serial_ranks = gradients(serial);
+    for (int r = 0; r < 2; ++r) {
+      EXPECT_EQ(ranks[r].ce, serial_ranks[r].ce) << "rank " << r;
+      const ModelConfig local = parallel::expert_shard_config(config, r * config.num_experts / 2, config.num_experts / 2);
+      expect_same_tensors("rank " + std::to_string(r) + " gradients, overlap on vs off", ParamLayout(local),
+                          ranks[r].grads, serial_ranks[r].grads, 0.0);
+    }
+  }
 }
 
 TEST_P(CudaParallelTraining, TwoGpusTrainLikeOne) {
@@ -196,21 +233,33 @@ TEST_P(CudaParallelTraining, TwoGpusTrainLikeOne) {
     training.fused = fused;
     training.max_grad_norm = options.max_grad_norm;  // by the global norm (over every rank's experts) when not fused
     training.steps = steps;
-    const std::vector<RankResult> ranks = run_ranks<RankResult>(2, [&](parallel::NcclComm& world) {
-      return run_rank(world, run, config, params, batches, training);
-    });
+    const auto train = [&](const ParallelRun& layout) {
+      return run_ranks<RankResult>(2, [&](parallel::NcclComm& world) {
+        return run_rank(world, layout, config, params, batches, training);
+      });
+    };
+    const std::vector<RankResult> ranks = train(run);
     for (int s = 0; s < steps; ++s) {
       EXPECT_EQ(ranks[0].losses[s], ranks[1].losses[s]) << "step " << s << ": the ranks report different losses";
       EXPECT_NEAR(ranks[0].losses[s], expected[s], 5e-3 * expected[s]) << "step " << s << (fused ? " fused" : "");
+    }
+    if (run.ep > 1 && run.overlap) {  // overlap off: the same trajectory bit for bit (the fused step included)
+      ParallelRun serial = run;
+      serial.overlap = false;
+      const std::vector<RankResult> serial_ranks = train(serial);
+      for (int s = 0; s < steps; ++s)
+        EXPECT_EQ(ranks[0].losses[s], serial_ranks[0].losses[s]) << "step " << s << (fused ? " fused" : "")
+                                                                 << ": overlap on vs off";
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTraining,
-                         ::testing::Values(ParallelRun{2, 1, false}, ParallelRun{1, 2, false}, ParallelRun{2, 1, true}),
+                         ::testing::Values(ParallelRun{2, 1, false}, ParallelRun{1, 2, false}, ParallelRun{2, 1, true},
+                                           ParallelRun{2, 1, false, false}, ParallelRun{2, 1, true, false}),
                          [](const auto& info) {
                            return "ep" + std::to_string(info.param.ep) + "_dp" + std::to_string(info.param.dp) +
-                                  (info.param.nvlink ? "_nvlink" : "");
+                                  (info.param.nvlink ? "_nvlink" : "") + (info.param.overlap ? "" : "_serial");
                          });
 
 // --- ZeRO-1 ---------------------------------------------------------------------------------------------------------
@@ -254,23 +303,6 @@ std::vector<double> one_gpu_losses(const ModelConfig& config, const std::vector<
     losses.push_back(single.step(std::vector<Batch>(first, first + training.micro)).loss);
   }
   return losses;
-}
-
-// Every tensor of `layout` in `actual` against `expected`: identical bits (tolerance 0) or within a relative norm error.
-void expect_same_tensors(const std::string& what, const ParamLayout& layout, const std::vector<float>& actual,
-                         const std::vector<float>& expected, double tolerance) {
-  ASSERT_EQ(actual.size(), expected.size()) << what;
-  for (const ParamInfo& p : layout.params()) {
-    const std::vector<float> a(actual.begin() + static_cast<long>(p.offset), actual.begin() + static_cast<long>(p.offset + p.numel));
-    const std::vector<float> e(expected.begin() + static_cast<long>(p.offset), expected.begin() + static_cast<long>(p.offset + p.numel));
-    if (tolerance == 0.0) {
-      size_t differing = 0;
-      for (size_t i = 0; i < a.size(); ++i) differing += a[i] != e[i];
-      EXPECT_EQ(differing, 0u) << what << " of " << p.name << ": elements that differ";
-    } else {
-      EXPECT_LE(relative_norm_error(a, e), tolerance) << what << " of " << p.name;
-    }
-  }
 }
 
 ModelConfig local_config(const ModelConfig& config, const ParallelRun& run, int rank) {

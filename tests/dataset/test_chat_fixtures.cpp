@@ -5,7 +5,10 @@
 // system prompt, multi-turn, Unicode, tool calls and generation prompts: the rendered text, its ids, and the
 // assistant mask Transformers returns for the family's {% generation %}-annotated training template. Here moetune must
 // give the same text and ids from the model's own template, and the same mask both from that template (incremental
-// rendering, chat_template.h) and from the annotated one ({% generation %} blocks).
+// rendering, chat_template.h) and from the annotated one ({% generation %} blocks). Three more folders hold a
+// tokenizer.model whose tokenizer_config.json leaves out the bos/eos tokens the template writes (LlamaTokenizer's
+// defaults; the unigram model's own pieces, which include no BOS) or loses them to special_tokens_map.json: moetune
+// must hand the template the special tokens Transformers' tokenizer holds (expected.json "special_tokens").
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -52,8 +55,10 @@ TEST_P(ChatFamily, RendersTokenizesAndMasksLikeTransformers) {
   const ordered_json expected = ordered_json::parse(read_text(folder + "/expected.json"));
   const ChatTemplate chat = ChatTemplate::from_folder(folder);
   const Tokenizer tokenizer = Tokenizer::from_folder(folder);
-  const std::string tokenizer_json = read_text(folder + "/tokenizer.json");
-  const TokenAligner aligner(tokenizer, tokenizer_json, "tokenizer.json");
+  const TokenAligner aligner(tokenizer, Tokenizer::json_in_folder(folder), Tokenizer::file_in_folder(folder));
+  ordered_json special = ordered_json::object();
+  for (const auto& pair : expected["special_tokens"]) special[pair[0].get<std::string>()] = pair[1];
+  EXPECT_EQ(chat.special_tokens(), special);
   const ChatTemplate training(read_text(folder + "/training_template.jinja"), "training_template.jinja",
                              chat.special_tokens(), {});
   ASSERT_TRUE(training.has_generation_blocks());
@@ -108,7 +113,9 @@ TEST_P(ChatFamily, RendersTokenizesAndMasksLikeTransformers) {
   EXPECT_GE(masks_checked, 5);
 }
 
-INSTANTIATE_TEST_SUITE_P(DatasetChat, ChatFamily, ::testing::Values("qwen2", "qwen3", "mixtral", "llama2", "olmoe"),
+INSTANTIATE_TEST_SUITE_P(DatasetChat, ChatFamily,
+                         ::testing::Values("qwen2", "qwen3", "mixtral", "llama2", "olmoe", "mixtral_spm_defaults",
+                                           "mixtral_unigram_pieces", "llama2_special_tokens_map"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 // The offsets recovered from ids agree with what HF reports on the fixtures' rendered chats at every span boundary

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/chat/: chat templates rendered and tokenized by Transformers, for moetune's C++ tests.
 
-Run with the reference venv (transformers 5.17 + tokenizers, no downloads):
+Run with transformers 5.17 and tokenizers 0.23.3, plus sentencepiece and protobuf (without protobuf Transformers cannot
+read the tokenizer.model folders); no downloads:
 
-    /opt/hfref/bin/python tools/dataset/make_chat_fixtures.py
+    python3 -m venv /tmp/hf5chat
+    /tmp/hf5chat/bin/pip install transformers==5.17.0 tokenizers==0.23.3 sentencepiece protobuf jinja2
+    /tmp/hf5chat/bin/python tools/dataset/make_chat_fixtures.py
 
 For each supported family it makes tests/fixtures/chat/<family>/ from a small trained tokenizer of
 tests/fixtures/tokenizer/ (tokenizer.json copied as is) and a tokenizer_config.json carrying the family's chat template
@@ -11,7 +14,11 @@ tests/fixtures/tokenizer/ (tokenizer.json copied as is) and a tokenizer_config.j
 and special tokens. tokenizer_class is PreTrainedTokenizerFast so that Transformers tokenizes with tokenizer.json exactly
 (transformers 5's LlamaTokenizer rebuilds the SentencePiece pre-tokenizer from its `legacy` flag instead).
 
-expected.json holds, per conversation: the rendered text of apply_chat_template, its input_ids, and (conversations
+Three more families use a tokenizer.model of tests/fixtures/tokenizer/ (SPM_FAMILIES) with files that leave the
+template's bos/eos tokens to Transformers' defaults or to special_tokens_map.json.
+
+expected.json holds Transformers' special_tokens_map (the special-token variables the template sees) and, per
+conversation: the rendered text of apply_chat_template, its input_ids, and (conversations
 without a generation prompt) the assistant mask Transformers returns for `training_template.jinja`, a copy of the
 family's template with {% generation %} blocks around what the assistant generates (its content and its end-of-turn
 token). The script checks that the training template renders exactly the same text as the model's template, so the mask
@@ -20,11 +27,16 @@ belongs to the text. Conversations the template refuses (raise_exception) record
 jinja_cases.json: small templates rendered by Transformers' own Jinja environment (trim_blocks, lstrip_blocks, its
 tojson and raise_exception), with the output or the fact that rendering fails; and whole templates of other families
 (Qwen2.5 and Mistral-7B-Instruct-v0.3, with tools and tool calls).
+
+special_tokens.json: folders of the tokenizer fixtures with other tokenizer_config.json / config.json /
+special_tokens_map.json / tokenizer.json padding (SPECIAL_TOKEN_VARIANTS), with Transformers' class, special_tokens_map
+and the rendering of a template that prints every special-token variable.
 """
 import json
 import os
 import shutil
 import sys
+import tempfile
 
 from transformers import AutoTokenizer
 from transformers.utils.chat_template_utils import _compile_jinja_template
@@ -238,6 +250,30 @@ FAMILIES = {
                   special={"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|padding|>"}),
 }
 
+# tokenizer.model folders whose files do not name the tokens the template writes: Transformers takes them from the
+# tokenizer class's defaults, the model's own pieces, or special_tokens_map.json (src/tokenizer/special_tokens.h).
+# `files`: tokenizer_config.json (the template is added), config.json, special_tokens_map.json (None: no such file).
+SPM_FAMILIES = {
+    # LlamaTokenizer's defaults: bos "<s>", eos "</s>" (no bos_token / eos_token in tokenizer_config.json).
+    "mixtral_spm_defaults": dict(
+        tokenizer="spm_bpe", template=MIXTRAL, training=MIXTRAL_TRAINING,
+        files=({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "legacy": True}, None, None)),
+    # The generic conversion (config.json model_type mixtral): the model's pieces; this unigram model has no BOS, so
+    # bos_token is not set and {{ bos_token }} writes nothing; eos_token is its piece "</s>".
+    "mixtral_unigram_pieces": dict(
+        tokenizer="spm_unigram", template=MIXTRAL, training=MIXTRAL_TRAINING,
+        files=({"tokenizer_class": "LlamaTokenizer"},
+               {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 1000}, None)),
+    # special_tokens_map.json replaces tokenizer_config.json's bos_token / eos_token (it has no added_tokens_decoder).
+    "llama2_special_tokens_map": dict(
+        tokenizer="spm_bpe", template=LLAMA2, training=LLAMA2_TRAINING,
+        files=({"tokenizer_class": "LlamaTokenizer", "legacy": False, "bos_token": "<unk>", "eos_token": "<unk>"},
+               None,
+               {"bos_token": "<s>",
+                "eos_token": {"content": "</s>", "lstrip": False, "rstrip": False, "normalized": False,
+                              "single_word": False}})),
+}
+
 # --- conversations ----------------------------------------------------------------------------------------------------
 
 U1 = {"role": "user", "content": "What is 2+2?"}
@@ -297,22 +333,35 @@ def special_token_config(base, special):
     return config
 
 
+def write_json(path, value):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
 def write_family(name, family):
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)
     source = os.path.join(TOKENIZERS, family["tokenizer"])
-    shutil.copyfile(os.path.join(source, "tokenizer.json"), os.path.join(folder, "tokenizer.json"))
-    with open(os.path.join(source, "tokenizer_config.json"), encoding="utf-8") as f:
-        config = special_token_config(json.load(f), family["special"])
+    if "files" in family:  # a tokenizer.model folder
+        shutil.copyfile(os.path.join(source, "tokenizer.model"), os.path.join(folder, "tokenizer.model"))
+        config, model_config, token_map = family["files"]
+        config = dict(config)
+        if model_config is not None:
+            write_json(os.path.join(folder, "config.json"), model_config)
+        if token_map is not None:
+            write_json(os.path.join(folder, "special_tokens_map.json"), token_map)
+    else:
+        shutil.copyfile(os.path.join(source, "tokenizer.json"), os.path.join(folder, "tokenizer.json"))
+        with open(os.path.join(source, "tokenizer_config.json"), encoding="utf-8") as f:
+            config = special_token_config(json.load(f), family["special"])
     if family.get("template_file"):
         with open(os.path.join(folder, "chat_template.jinja"), "w", encoding="utf-8") as f:
             f.write(family["template"])
     else:
         config["chat_template"] = family["template"]
-    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    write_json(os.path.join(folder, "tokenizer_config.json"), config)
     with open(os.path.join(folder, "training_template.jinja"), "w", encoding="utf-8") as f:
         f.write(family["training"])
 
@@ -352,10 +401,11 @@ def write_family(name, family):
             assert any(case["assistant_masks"]), f"{name}/{case_name}: empty mask"
         cases.append(case)
     with open(os.path.join(folder, "expected.json"), "w", encoding="utf-8") as f:
-        json.dump({"family": name, "tokenizer_fixture": family["tokenizer"], "cases": cases}, f, indent=1,
+        json.dump({"family": name, "tokenizer_fixture": family["tokenizer"],
+                   "special_tokens": list(tokenizer.special_tokens_map.items()), "cases": cases}, f, indent=1,
                   ensure_ascii=False)
         f.write("\n")
-    print(f"{name}: {len(cases)} conversations")
+    print(f"{name}: {len(cases)} conversations, special tokens {tokenizer.special_tokens_map}")
 
 
 # --- Jinja conformance ------------------------------------------------------------------------------------------------
@@ -638,11 +688,124 @@ def write_jinja_cases():
     print(f"jinja_cases.json: {len(cases)} templates")
 
 
+# --- special tokens --------------------------------------------------------------------------------------------------
+
+# A template that writes every special-token variable (and a model-specific one): what Transformers hands it.
+SPECIAL_TOKENS_TEMPLATE = (
+    "{% for m in messages %}{{ m.content }}{% endfor %}|bos={{ bos_token }}|eos={{ eos_token }}|unk={{ unk_token }}"
+    "|sep={{ sep_token }}|pad={{ pad_token }}|cls={{ cls_token }}|mask={{ mask_token }}|image={{ image_token }}"
+)
+LLAMA = {"tokenizer_class": "LlamaTokenizer"}
+FAST = {"tokenizer_class": "PreTrainedTokenizerFast"}
+MIXTRAL_CONFIG = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 1000}
+PADDING = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None, "pad_id": 2,
+           "pad_type_id": 0, "pad_token": "</s>"}
+
+
+def added_token(content, **flags):
+    return {"__type": "AddedToken", "content": content, "lstrip": False, "rstrip": False, "normalized": False,
+            "single_word": False, **flags}
+
+
+# (name, tokenizer fixture, tokenizer_config.json, config.json, special_tokens_map.json, tokenizer.json padding);
+# None leaves a file (or the padding) out.
+SPECIAL_TOKEN_VARIANTS = [
+    # tokenizer.model: LlamaTokenizer's defaults, or the generic conversion's model pieces
+    ("spm_llama_no_tokens", "spm_bpe", LLAMA, None, None, None),
+    ("spm_llama_bos_null", "spm_bpe", {**LLAMA, "bos_token": None}, None, None, None),
+    ("spm_generic_no_tokens", "spm_bpe", {}, None, None, None),
+    ("spm_generic_no_config", "spm_bpe", None, None, None, None),
+    ("spm_mixtral_model_type", "spm_bpe", LLAMA, MIXTRAL_CONFIG, None, None),
+    ("spm_unigram_mixtral_no_bos_piece", "spm_unigram", LLAMA, MIXTRAL_CONFIG, None, None),
+    ("spm_unigram_llama_default_bos", "spm_unigram", LLAMA, None, None, None),
+    ("spm_unigram_generic_eos_null", "spm_unigram", {"eos_token": None, "pad_token": "<pad>"}, None, None, None),
+    # special_tokens_map.json: replaces tokenizer_config.json's keys, only without added_tokens_decoder
+    ("spm_map_overrides_config", "spm_bpe", {**LLAMA, "bos_token": "<s>", "eos_token": "</s>"}, None,
+     {"bos_token": "</s>", "eos_token": {"content": "<unk>", "lstrip": True}, "pad_token": "<unk>"}, None),
+    ("spm_map_fills_absent", "spm_bpe", LLAMA, None, {"eos_token": "<unk>"}, None),
+    ("spm_map_null", "spm_bpe", LLAMA, None, {"bos_token": None}, None),
+    ("spm_map_ignored_with_added_tokens_decoder", "spm_bpe",
+     {**LLAMA, "added_tokens_decoder": {"1": {"content": "<s>", "special": True, "normalized": False}}}, None,
+     {"bos_token": "</s>", "pad_token": "<unk>"}, None),
+    ("spm_map_additional_special_tokens", "spm_bpe", LLAMA, None, {"additional_special_tokens": ["<0x41>"]}, None),
+    # token values
+    ("spm_added_token_objects", "spm_bpe",
+     {**LLAMA, "bos_token": added_token("<s>"), "eos_token": added_token("</s>", rstrip=True)}, None, None, None),
+    ("spm_model_specific_tokens", "spm_bpe", {**LLAMA, "sep_token": "</s>", "image_token": "<0x41>"}, None, None,
+     None),
+    ("spm_extra_special_tokens_dict", "spm_bpe", {**LLAMA, "extra_special_tokens": {"image_token": "<0x42>"}}, None,
+     None, None),
+    # tokenizer.json: the class's defaults (none for PreTrainedTokenizerFast / TokenizersBackend)
+    ("json_fast_no_tokens", "mixtral_spm", FAST, None, None, None),
+    ("json_no_class", "mixtral_spm", {}, None, None, None),
+    ("json_llama_no_tokens", "mixtral_spm", LLAMA, None, None, None),
+    ("json_llama_fast_no_tokens", "mixtral_spm", {"tokenizer_class": "LlamaTokenizerFast"}, None, None, None),
+    ("json_llama_mixtral_model_type", "mixtral_spm", LLAMA, MIXTRAL_CONFIG, None, None),
+    ("json_qwen2_no_tokens", "qwen2_bytelevel", {"tokenizer_class": "Qwen2Tokenizer"}, None, None, None),
+    ("json_qwen2_nulls", "qwen2_bytelevel", {"tokenizer_class": "Qwen2Tokenizer", "bos_token": None,
+                                             "unk_token": None, "eos_token": "<|im_end|>"}, None, None, None),
+    ("json_qwen3_moe_model_type", "qwen2_bytelevel", {}, {"model_type": "qwen3_moe"}, None, None),
+    ("json_gpt_neox_no_tokens", "olmoe_bytelevel", {"tokenizer_class": "GPTNeoXTokenizerFast"}, None, None, None),
+    ("json_olmoe_model_type", "olmoe_bytelevel", {}, {"model_type": "olmoe"}, None, None),
+    ("json_olmoe_fast_class", "olmoe_bytelevel", FAST, {"model_type": "olmoe"}, None, None),
+    ("json_gpt2_no_tokens", "gpt2_prefix", {"tokenizer_class": "GPT2Tokenizer"}, None, None, None),
+    # tokenizer.json: special_tokens_map.json, padding, token values
+    ("json_map_overrides_config", "mixtral_spm", {**FAST, "bos_token": "<s>"}, None,
+     {"bos_token": "</s>", "eos_token": "</s>", "image_token": "<unk>"}, None),
+    ("json_padding_fast", "mixtral_spm", FAST, None, None, PADDING),
+    ("json_padding_llama", "mixtral_spm", LLAMA, None, None, PADDING),
+    ("json_padding_pad_null", "mixtral_spm", {**FAST, "pad_token": None}, None, None, PADDING),
+    ("json_padding_qwen2_default", "qwen2_bytelevel", {"tokenizer_class": "Qwen2Tokenizer"}, None, None,
+     {**PADDING, "pad_token": "<|im_end|>"}),
+    ("json_padding_gpt2_none", "gpt2_prefix", {"tokenizer_class": "GPT2Tokenizer"}, None, None,
+     {**PADDING, "pad_token": "<|endoftext|>"}),
+    ("json_untyped_object", "mixtral_spm", {**FAST, "bos_token": {"content": "<s>"}}, None, None, None),
+]
+
+
+def write_special_tokens():
+    """special_tokens.json: per variant, Transformers' class, special_tokens_map and the probe template's output."""
+    variants = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, base, config, model_config, token_map, padding in SPECIAL_TOKEN_VARIANTS:
+            folder = os.path.join(scratch, name)
+            os.makedirs(folder)
+            source = os.path.join(TOKENIZERS, base)
+            if os.path.exists(os.path.join(source, "tokenizer.model")):
+                shutil.copyfile(os.path.join(source, "tokenizer.model"), os.path.join(folder, "tokenizer.model"))
+            else:
+                with open(os.path.join(source, "tokenizer.json"), encoding="utf-8") as f:
+                    document = json.load(f)
+                document["padding"] = padding
+                write_json(os.path.join(folder, "tokenizer.json"), document)
+            files = {"tokenizer_config.json": None if config is None else
+                     {**config, "chat_template": SPECIAL_TOKENS_TEMPLATE},
+                     "config.json": model_config, "special_tokens_map.json": token_map}
+            for file_name, content in files.items():
+                if content is not None:
+                    write_json(os.path.join(folder, file_name), content)
+            variant = {"name": name, "base": base, "tokenizer_config": config, "config": model_config,
+                       "special_tokens_map": token_map, "padding": padding}
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder)
+                variant["class"] = type(tokenizer).__name__
+                variant["special_tokens"] = list(tokenizer.special_tokens_map.items())
+                if config is not None:
+                    variant["rendered"] = tokenizer.apply_chat_template([{"role": "user", "content": "x"}],
+                                                                        tokenize=False)
+            except Exception as error:
+                variant["error"] = f"{type(error).__name__}: {error}"
+            variants.append(variant)
+    write_json(os.path.join(OUT, "special_tokens.json"), {"template": SPECIAL_TOKENS_TEMPLATE, "variants": variants})
+    print(f"special_tokens.json: {len(variants)} folders")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, family in FAMILIES.items():
+    for name, family in {**FAMILIES, **SPM_FAMILIES}.items():
         write_family(name, family)
     write_jinja_cases()
+    write_special_tokens()
 
 
 if __name__ == "__main__":
