@@ -1,8 +1,8 @@
 // Why: the bf16 GPU engine — the same per-layer forward and backward as the CPU reference (model/cpu_engine.h), on
-// fused kernels: cuDNN flash attention, cuBLAS dense and grouped expert GEMMs, a fused router, index-map permutes, a
-// chunked LM head + cross-entropy that never holds the logits of the whole batch. Activations live in one device
-// arena and backward scratch in another, both sized at construction from the config, the batch shape and the recompute
-// option (expert buffers for the worst case: every token's k picks).
+// fused kernels: cuDNN flash attention, cuBLAS dense GEMMs, grouped expert GEMMs (CUTLASS wgmma on Hopper), a fused
+// router, index-map permutes, a chunked LM head + cross-entropy that never holds the logits of the whole batch.
+// Activations live in one device arena and backward scratch in another, both sized at construction from the config,
+// the batch shape and the recompute option (expert buffers for the worst case: every token's k picks).
 #pragma once
 
 #include <array>

@@ -3,8 +3,8 @@
 // mma.sync, which reaches about a third of the H200's bf16 peak; wgmma with TMA is the only way to the rest.
 // Same contract as grouped_gemm (layouts, shapes, accumulation, no host synchronisation): a small kernel turns the
 // device-side expert_offsets into CUTLASS's per-expert problem shapes, pointers and strides (device tables this object
-// owns), and the persistent kernel reads them on the device. That kernel is the one grouped_gemm.h's test compares
-// against the CPU reference (tests/cuda/test_cuda_grouped_gemm_sm90.cpp).
+// owns), and the persistent kernel reads them on the device. tests/cuda/test_cuda_grouped_gemm_sm90.cpp holds it to the
+// CPU twin and to the portable kernel (bit-identical on the H200).
 //
 // Layouts as in grouped_gemm.h (rows = expert_offsets[E]):
 //   kNT  C (rows, c_cols)       = A (rows, a_cols) · B[e]^T     B (E, c_cols, a_cols)
