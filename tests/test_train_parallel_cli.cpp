@@ -62,6 +62,17 @@ TEST(TrainParallelCli, ExchangeOverlapIsOnOrOff) {
   }
 }
 
+TEST(TrainParallelCli, GroupedGemmBackendIsCheckedFirst) {
+  TempFolder temp;
+  expect_usage_error(train(temp, "", "--device cuda --grouped-gemm foo --output run"),
+                     "--grouped-gemm must be sm90, moetune or cublas");
+  EXPECT_FALSE(test_util::fs::exists(temp.file("run"))) << "nothing may be written before the flags are checked";
+#ifdef MOETUNE_HAVE_CUDA  // checked before any GPU is touched; a build without CUDA refuses bench first
+  expect_usage_error(test_util::run_moetune(temp.path(), "bench --grouped-gemm foo"),
+                     "--grouped-gemm must be sm90, moetune or cublas");
+#endif
+}
+
 TEST(TrainParallelCli, ZeroIsForTheGpuEngine) {
   TempFolder temp;
   expect_usage_error(train(temp, "", "--device cpu --zero 1 --output run"), "--zero 1 shards the GPU trainer's");

@@ -100,6 +100,8 @@ int bench_command(int argc, char** argv) {
   if (zero != 0 && zero != 1) throw UsageError{"moetune bench: --zero must be 0 or 1"};
   const std::string overlap = args.text("ep-overlap");
   if (overlap != "on" && overlap != "off") throw UsageError{"moetune bench: --ep-overlap must be on or off"};
+  if (!is_grouped_gemm_backend(args.text("grouped-gemm")))
+    throw UsageError{"moetune bench: --grouped-gemm must be sm90, moetune or cublas"};
 
   // Many GPUs: one process per GPU; the communicators pick this process's device before anything is allocated.
   const parallel::ProcessGroupInfo group = parallel::detect_process_group();

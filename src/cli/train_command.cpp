@@ -435,6 +435,8 @@ int train_command(int argc, char** argv) {
     throw UsageError{"moetune train: --ep-exchange must be nccl or nvlink"};
   if (args.text("ep-overlap") != "on" && args.text("ep-overlap") != "off")
     throw UsageError{"moetune train: --ep-overlap must be on or off"};
+  if (!is_grouped_gemm_backend(args.text("grouped-gemm")))
+    throw UsageError{"moetune train: --grouped-gemm must be sm90, moetune or cublas"};
   if (device == "cpu" && (world > 1 || ep > 1 || dp > 1))
     throw UsageError{str("moetune train: ",
                          world > 1 ? str(world, " processes (started by ", group.source, ")") : std::string("--ep/--dp"),
