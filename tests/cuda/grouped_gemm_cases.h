@@ -181,6 +181,27 @@ inline std::vector<int> qwen3_expert_counts(int experts, int rows) {
   return counts;
 }
 
+// The Qwen3-30B-A3B expert shapes of the timing tests (E = 128, 32,768 rows, H = 2048, I = 768): activations,
+// upstream gradients, weights (gate_up (E, 2I, H), down (E, H, I)) filled with a repeated random pattern, and zeroed
+// weight gradients.
+struct Qwen3ExpertBuffers {
+  static constexpr int kExperts = 128, kRows = 32768, kHidden = 2048, kInter = 768, kGateUp = 2 * kInter;
+  DeviceBuffer<bf16> x{size_t{kRows} * kHidden}, h{size_t{kRows} * kGateUp}, act{size_t{kRows} * kInter},
+      out{size_t{kRows} * kHidden}, d_h{size_t{kRows} * kGateUp}, d_out{size_t{kRows} * kHidden},
+      w_gate_up{size_t{kExperts} * kGateUp * kHidden}, w_down{size_t{kExperts} * kHidden * kInter},
+      dw_gate_up{w_gate_up.size()}, dw_down{w_down.size()};
+  Qwen3ExpertBuffers() {
+    fill_pattern(x, 1, 1.0f);
+    fill_pattern(act, 2, 1.0f);
+    fill_pattern(d_h, 3, 0.01f);
+    fill_pattern(d_out, 4, 0.01f);
+    fill_pattern(w_gate_up, 5, 0.02f);
+    fill_pattern(w_down, 6, 0.02f);
+    dw_gate_up.zero();
+    dw_down.zero();
+  }
+};
+
 template <class Run>
 inline double time_ms(const Run& run) {
   for (int i = 0; i < 2; ++i) run();  // warm-up

@@ -132,26 +132,17 @@ TEST(CudaGroupedGemm, RejectsBadShapesBeforeLaunching) {
 // gate_up W (E, 1536, 2048), down W (E, 2048, 768). Prints ms and TFLOP/s for this kernel and cuBLAS's grouped path.
 TEST(CudaGroupedGemmTiming, Qwen3ExpertShapes) {
   SKIP_WITHOUT_GPU();
-  constexpr int kExperts = 128, kRows = 32768, kHidden = 2048, kInter = 768, kGateUp = 2 * kInter;
+  Qwen3ExpertBuffers b;
+  constexpr int kExperts = Qwen3ExpertBuffers::kExperts, kRows = Qwen3ExpertBuffers::kRows;
+  constexpr int kHidden = Qwen3ExpertBuffers::kHidden, kInter = Qwen3ExpertBuffers::kInter;
+  constexpr int kGateUp = Qwen3ExpertBuffers::kGateUp;
   const std::vector<int> counts = qwen3_expert_counts(kExperts, kRows);
   const std::vector<int32_t> offsets = offsets_from_counts(counts);
   const DeviceBuffer<int32_t> offsets_d(offsets);
   std::printf("[grouped gemm timing] E=%d rows=%d, rows per expert %d..%d\n", kExperts, kRows,
               *std::min_element(counts.begin(), counts.end()), *std::max_element(counts.begin(), counts.end()));
 
-  DeviceBuffer<bf16> x(size_t{kRows} * kHidden), h(size_t{kRows} * kGateUp), act(size_t{kRows} * kInter),
-      out(size_t{kRows} * kHidden), d_h(size_t{kRows} * kGateUp), d_out(size_t{kRows} * kHidden),
-      w_gate_up(size_t{kExperts} * kGateUp * kHidden), w_down(size_t{kExperts} * kHidden * kInter),
-      dw_gate_up(w_gate_up.size()), dw_down(w_down.size()), scratch_h(h.size()), scratch_x(x.size()),
-      scratch_act(act.size());
-  fill_pattern(x, 1, 1.0f);
-  fill_pattern(act, 2, 1.0f);
-  fill_pattern(d_h, 3, 0.01f);
-  fill_pattern(d_out, 4, 0.01f);
-  fill_pattern(w_gate_up, 5, 0.02f);
-  fill_pattern(w_down, 6, 0.02f);
-  dw_gate_up.zero();
-  dw_down.zero();
+  DeviceBuffer<bf16> scratch_h(b.h.size()), scratch_x(b.x.size()), scratch_act(b.act.size());
 
   cuda::Gemm gemm(nullptr);
   const auto ours = [&](GroupedLayout layout, int a_cols, int c_cols, const bf16* A, const bf16* B, bf16* C) {
@@ -167,42 +158,47 @@ TEST(CudaGroupedGemmTiming, Qwen3ExpertShapes) {
   };
 
   // Forward.
-  const double fwd_gu = ours(GroupedLayout::kNT, kHidden, kGateUp, x.data(), w_gate_up.data(), h.data());
-  const double fwd_gu_cublas = time_ms(
-      [&] { gemm.grouped_linear_forward(scratch_h.data(), x.data(), w_gate_up.data(), offsets, kHidden, kGateUp); });
+  const double fwd_gu = ours(GroupedLayout::kNT, kHidden, kGateUp, b.x.data(), b.w_gate_up.data(), b.h.data());
+  const double fwd_gu_cublas = time_ms([&] {
+    gemm.grouped_linear_forward(scratch_h.data(), b.x.data(), b.w_gate_up.data(), offsets, kHidden, kGateUp);
+  });
   row("gate_up fwd  NT (rows,2048)->1536", kHidden, kGateUp, fwd_gu, fwd_gu_cublas);
-  const double fwd_down = ours(GroupedLayout::kNT, kInter, kHidden, act.data(), w_down.data(), out.data());
+  const double fwd_down = ours(GroupedLayout::kNT, kInter, kHidden, b.act.data(), b.w_down.data(), b.out.data());
   const double fwd_down_cublas = time_ms(
-      [&] { gemm.grouped_linear_forward(scratch_x.data(), act.data(), w_down.data(), offsets, kInter, kHidden); });
+      [&] { gemm.grouped_linear_forward(scratch_x.data(), b.act.data(), b.w_down.data(), offsets, kInter, kHidden); });
   row("down    fwd  NT (rows,768)->2048", kInter, kHidden, fwd_down, fwd_down_cublas);
   CUDA_CHECK(cudaDeviceSynchronize());
-  EXPECT_LE(relative_norm_error(to_host_f32(h), to_host_f32(scratch_h)), kBf16RoundTrip) << "gate_up forward vs cuBLAS";
-  EXPECT_LE(relative_norm_error(to_host_f32(out), to_host_f32(scratch_x)), kBf16RoundTrip) << "down forward vs cuBLAS";
+  EXPECT_LE(relative_norm_error(to_host_f32(b.h), to_host_f32(scratch_h)), kBf16RoundTrip)
+      << "gate_up forward vs cuBLAS";
+  EXPECT_LE(relative_norm_error(to_host_f32(b.out), to_host_f32(scratch_x)), kBf16RoundTrip)
+      << "down forward vs cuBLAS";
 
   // Backward: data gradients (kNN) and weight gradients (kTN). cuBLAS's path only runs them together (dgrad + wgrad)
   // or wgrad alone, so its dgrad time is the difference.
-  const double dgrad_gu = ours(GroupedLayout::kNN, kGateUp, kHidden, d_h.data(), w_gate_up.data(), scratch_x.data());
-  const double wgrad_gu = ours(GroupedLayout::kTN, kGateUp, kHidden, d_h.data(), x.data(), dw_gate_up.data());
+  const double dgrad_gu =
+      ours(GroupedLayout::kNN, kGateUp, kHidden, b.d_h.data(), b.w_gate_up.data(), scratch_x.data());
+  const double wgrad_gu = ours(GroupedLayout::kTN, kGateUp, kHidden, b.d_h.data(), b.x.data(), b.dw_gate_up.data());
   const double bwd_gu_cublas = time_ms([&] {
-    gemm.grouped_linear_backward(scratch_x.data(), dw_gate_up.data(), d_h.data(), x.data(), w_gate_up.data(), offsets,
-                                 kHidden, kGateUp);
+    gemm.grouped_linear_backward(scratch_x.data(), b.dw_gate_up.data(), b.d_h.data(), b.x.data(), b.w_gate_up.data(),
+                                 offsets, kHidden, kGateUp);
   });
   const double wgrad_gu_cublas = time_ms([&] {
-    gemm.grouped_linear_backward(nullptr, dw_gate_up.data(), d_h.data(), x.data(), w_gate_up.data(), offsets, kHidden,
-                                 kGateUp);
+    gemm.grouped_linear_backward(nullptr, b.dw_gate_up.data(), b.d_h.data(), b.x.data(), b.w_gate_up.data(), offsets,
+                                 kHidden, kGateUp);
   });
   row("gate_up dgrad NN (rows,1536)->2048", kGateUp, kHidden, dgrad_gu, bwd_gu_cublas - wgrad_gu_cublas);
   row("gate_up wgrad TN (E,1536,2048)+=", kGateUp, kHidden, wgrad_gu, wgrad_gu_cublas);
 
-  const double dgrad_down = ours(GroupedLayout::kNN, kHidden, kInter, d_out.data(), w_down.data(), scratch_act.data());
-  const double wgrad_down = ours(GroupedLayout::kTN, kHidden, kInter, d_out.data(), act.data(), dw_down.data());
+  const double dgrad_down =
+      ours(GroupedLayout::kNN, kHidden, kInter, b.d_out.data(), b.w_down.data(), scratch_act.data());
+  const double wgrad_down = ours(GroupedLayout::kTN, kHidden, kInter, b.d_out.data(), b.act.data(), b.dw_down.data());
   const double bwd_down_cublas = time_ms([&] {
-    gemm.grouped_linear_backward(scratch_act.data(), dw_down.data(), d_out.data(), act.data(), w_down.data(), offsets,
-                                 kInter, kHidden);
+    gemm.grouped_linear_backward(scratch_act.data(), b.dw_down.data(), b.d_out.data(), b.act.data(), b.w_down.data(),
+                                 offsets, kInter, kHidden);
   });
   const double wgrad_down_cublas = time_ms([&] {
-    gemm.grouped_linear_backward(nullptr, dw_down.data(), d_out.data(), act.data(), w_down.data(), offsets, kInter,
-                                 kHidden);
+    gemm.grouped_linear_backward(nullptr, b.dw_down.data(), b.d_out.data(), b.act.data(), b.w_down.data(), offsets,
+                                 kInter, kHidden);
   });
   row("down    dgrad NN (rows,2048)->768", kHidden, kInter, dgrad_down, bwd_down_cublas - wgrad_down_cublas);
   row("down    wgrad TN (E,2048,768)+=", kHidden, kInter, wgrad_down, wgrad_down_cublas);

@@ -114,20 +114,11 @@ TEST(CudaGroupedGemmSm90, RejectsBadShapesBeforeLaunching) {
 // kernel against the portable one.
 TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
   SKIP_WITHOUT_GPU();
-  constexpr int kExperts = 128, kRows = 32768, kHidden = 2048, kInter = 768, kGateUp = 2 * kInter;
+  Qwen3ExpertBuffers b;
+  constexpr int kExperts = Qwen3ExpertBuffers::kExperts, kRows = Qwen3ExpertBuffers::kRows;
+  constexpr int kHidden = Qwen3ExpertBuffers::kHidden, kInter = Qwen3ExpertBuffers::kInter;
+  constexpr int kGateUp = Qwen3ExpertBuffers::kGateUp;
   const DeviceBuffer<int32_t> offsets(offsets_from_counts(qwen3_expert_counts(kExperts, kRows)));
-  DeviceBuffer<bf16> x(size_t{kRows} * kHidden), h(size_t{kRows} * kGateUp), act(size_t{kRows} * kInter),
-      d_h(size_t{kRows} * kGateUp), d_out(size_t{kRows} * kHidden), w_gate_up(size_t{kExperts} * kGateUp * kHidden),
-      w_down(size_t{kExperts} * kHidden * kInter), dw_gate_up(w_gate_up.size()), dw_down(w_down.size()),
-      out(size_t{kRows} * kHidden);
-  fill_pattern(x, 1, 1.0f);
-  fill_pattern(act, 2, 1.0f);
-  fill_pattern(d_h, 3, 0.01f);
-  fill_pattern(d_out, 4, 0.01f);
-  fill_pattern(w_gate_up, 5, 0.02f);
-  fill_pattern(w_down, 6, 0.02f);
-  dw_gate_up.zero();
-  dw_down.zero();
   cuda::Sm90GroupedGemm sm90(kExperts);
 
   struct Product {
@@ -138,16 +129,18 @@ TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
     bf16* C;
   };
   const Product products[] = {
-      {"gate_up fwd   NT (rows,2048)->1536", GroupedLayout::kNT, kHidden, kGateUp, x.data(), w_gate_up.data(), h.data()},
-      {"down    fwd   NT (rows,768)->2048", GroupedLayout::kNT, kInter, kHidden, act.data(), w_down.data(), out.data()},
-      {"gate_up dgrad NN (rows,1536)->2048", GroupedLayout::kNN, kGateUp, kHidden, d_h.data(), w_gate_up.data(),
-       out.data()},
-      {"gate_up wgrad TN (E,1536,2048)+=", GroupedLayout::kTN, kGateUp, kHidden, d_h.data(), x.data(),
-       dw_gate_up.data()},
-      {"down    dgrad NN (rows,2048)->768", GroupedLayout::kNN, kHidden, kInter, d_out.data(), w_down.data(),
-       act.data()},
-      {"down    wgrad TN (E,2048,768)+=", GroupedLayout::kTN, kHidden, kInter, d_out.data(), act.data(),
-       dw_down.data()},
+      {"gate_up fwd   NT (rows,2048)->1536", GroupedLayout::kNT, kHidden, kGateUp, b.x.data(), b.w_gate_up.data(),
+       b.h.data()},
+      {"down    fwd   NT (rows,768)->2048", GroupedLayout::kNT, kInter, kHidden, b.act.data(), b.w_down.data(),
+       b.out.data()},
+      {"gate_up dgrad NN (rows,1536)->2048", GroupedLayout::kNN, kGateUp, kHidden, b.d_h.data(), b.w_gate_up.data(),
+       b.out.data()},
+      {"gate_up wgrad TN (E,1536,2048)+=", GroupedLayout::kTN, kGateUp, kHidden, b.d_h.data(), b.x.data(),
+       b.dw_gate_up.data()},
+      {"down    dgrad NN (rows,2048)->768", GroupedLayout::kNN, kHidden, kInter, b.d_out.data(), b.w_down.data(),
+       b.act.data()},
+      {"down    wgrad TN (E,2048,768)+=", GroupedLayout::kTN, kHidden, kInter, b.d_out.data(), b.act.data(),
+       b.dw_down.data()},
   };
   double total_sm90 = 0.0, total_portable = 0.0;
   for (const Product& p : products) {
