@@ -87,13 +87,7 @@ TEST_P(SentencePieceFixture, RandomIdSequencesDecodeAsTransformers) {
 
 TEST_P(SentencePieceFixture, VocabularyAndSpecialTokens) {
   Tokenizer tok = Tokenizer::from_folder(folder_);
-  EXPECT_EQ(tok.vocab_size(), expected_.at("vocab_size").get<int>());
-  for (const auto& [token, id] : expected_.at("token_to_id").items()) {
-    EXPECT_EQ(tok.token_to_id(token), id.get<int32_t>()) << token;
-  }
-  for (const auto& [id, token] : expected_.at("id_to_token").items()) {
-    EXPECT_EQ(tok.id_to_token(std::stoi(id)), token.get<std::string>()) << id;
-  }
+  tokenizer_test::expect_vocabulary_matches(tok, expected_);
   const auto special = expected_.at("special_ids").get<std::vector<int32_t>>();
   EXPECT_EQ(tok.special_token_ids(), special);
   for (int32_t id = 0; id < tok.vocab_size(); ++id) {

@@ -66,13 +66,7 @@ TEST_P(TokenizerFixture, RandomIdSequencesDecodeAsHuggingFace) {
 
 TEST_P(TokenizerFixture, VocabularyMatchesHuggingFace) {
   Tokenizer tok = Tokenizer::from_folder(folder_);
-  EXPECT_EQ(tok.vocab_size(), expected_.at("vocab_size").get<int>());
-  for (const auto& [token, id] : expected_.at("token_to_id").items()) {
-    EXPECT_EQ(tok.token_to_id(token), id.get<int32_t>()) << token;
-  }
-  for (const auto& [id, token] : expected_.at("id_to_token").items()) {
-    EXPECT_EQ(tok.id_to_token(std::stoi(id)), token.get<std::string>()) << id;
-  }
+  tokenizer_test::expect_vocabulary_matches(tok, expected_);
   EXPECT_EQ(tok.token_to_id("no such token \xF0\x9F\xA6\x84"), Tokenizer::kNoToken);
   EXPECT_EQ(tok.id_to_token(-1), std::nullopt);
   EXPECT_EQ(tok.id_to_token(tok.vocab_size() + 5), std::nullopt);

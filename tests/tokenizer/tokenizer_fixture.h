@@ -101,6 +101,17 @@ inline int hand_written_case_failures(const Tokenizer& tok, const nlohmann::json
   return failures;
 }
 
+// expected["vocab_size"], ["token_to_id"] and ["id_to_token"] (samples of the reference's vocabulary) hold for tok.
+inline void expect_vocabulary_matches(const Tokenizer& tok, const nlohmann::json& expected) {
+  EXPECT_EQ(tok.vocab_size(), expected.at("vocab_size").get<int>());
+  for (const auto& [token, id] : expected.at("token_to_id").items()) {
+    EXPECT_EQ(tok.token_to_id(token), id.get<int32_t>()) << token;
+  }
+  for (const auto& [id, token] : expected.at("id_to_token").items()) {
+    EXPECT_EQ(tok.id_to_token(std::stoi(id)), token.get<std::string>()) << id;
+  }
+}
+
 // expected["decode"]: random id sequences and the reference's decodes (with and without special tokens). Returns how
 // many differ, reporting them as above.
 inline int decode_failures(const Tokenizer& tok, const nlohmann::json& expected, const std::string& label,
