@@ -427,6 +427,7 @@ void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, flo
                                  aux_scale, stream_);
   head_forward_backward(w, sink ? &sink->begin_group(head_group(c)) : nullptr, ce_scale);
   if (!sink) return;
+  overwrite_expert_grads_ = sink->overwrites_expert_gradients();
   sink->end_group(head_group(c));
   for (int l = c.num_layers - 1; l >= 0; --l) {
     if (recompute_ && l + 1 < c.num_layers) {  // the shared set still holds the last layer's activations

@@ -37,6 +37,10 @@ class GradientSink {
   virtual ~GradientSink() = default;
   virtual const GpuWeights& begin_group(int group) = 0;
   virtual void end_group(int group) = 0;
+  // Whether the routed experts' weight gradients (experts_gate_up, experts_down of each layer's view) are to be written
+  // rather than added to: then their part of the buffer need not be cleared between groups (the fused step's buffers).
+  // Every other gradient is always added to.
+  virtual bool overwrites_expert_gradients() const { return false; }
 };
 
 // Group ids: layer l is group l; then the head and the embedding.
@@ -174,6 +178,7 @@ class GpuEngine {
   GroupedGemmBackend grouped_gemm_;
   std::unique_ptr<Sm90GroupedGemm> sm90_gemm_;  // GroupedGemmBackend::Sm90 only
   bool recompute_;
+  bool overwrite_expert_grads_ = false;  // the current run's sink->overwrites_expert_gradients()
   Gemm gemm_;
   Attention attention_;
   std::vector<Layer> layers_;

@@ -146,18 +146,27 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
       d_expert = b.d_expert_rows;
       exchange_->to_experts(l, b.d_rows, d_expert, H, b.exchange_staging, stream_);
     }
+    // The weight gradients are added to the sink's buffer, or written over it (GradientSink::
+    // overwrites_expert_gradients); the cuBLAS path only adds, so there, and when no row reaches this rank's experts,
+    // an overwritten buffer is cleared first.
+    const GroupedLayout weight_grad = overwrite_expert_grads_ ? GroupedLayout::kTNWrite : GroupedLayout::kTN;
+    if (overwrite_expert_grads_ && (!x.own || x.rows == 0)) {
+      const size_t weights = static_cast<size_t>(x.experts) * 2 * I * H;  // gate_up; down holds half as many
+      CUDA_CHECK(cudaMemsetAsync(g.experts_gate_up, 0, weights * sizeof(bf16), stream_));
+      CUDA_CHECK(cudaMemsetAsync(g.experts_down, 0, weights / 2 * sizeof(bf16), stream_));
+    }
     if (x.rows > 0) {
       mark(Phase::ExpertGemm);
-      if (x.own) {  // d_act = d_out · W_down[e];  d W_down[e] += d_out_e^T · act_e
+      if (x.own) {  // d_act = d_out · W_down[e];  d W_down[e] (+)= d_out_e^T · act_e
         expert_gemm(GroupedLayout::kNN, x, H, I, d_expert, w.experts_down, b.d_act);
-        expert_gemm(GroupedLayout::kTN, x, H, I, d_expert, a.act, g.experts_down);
+        expert_gemm(weight_grad, x, H, I, d_expert, a.act, g.experts_down);
       } else {
         gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, a.act, w.experts_down, a.host_offsets, I, H);
       }
       mark(Phase::Other);
       swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
-      if (x.own) {  // d_in = d_gate_up · W_gate_up[e];  d W_gate_up[e] += d_gate_up_e^T · in_e
+      if (x.own) {  // d_in = d_gate_up · W_gate_up[e];  d W_gate_up[e] (+)= d_gate_up_e^T · in_e
         expert_gemm(GroupedLayout::kNN, x, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert);
         if (overlap) {
           // Fork: from_experts on exchange_stream_ once d_expert is complete. Until the join below, that stream alone
@@ -171,7 +180,7 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
           exchange_->from_experts(l, d_expert, b.d_rows, H, b.exchange_staging, exchange_stream_);
           CUDA_CHECK(cudaEventRecord(exchange_join_, exchange_stream_));
         }
-        expert_gemm(GroupedLayout::kTN, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
+        expert_gemm(weight_grad, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
       } else {
         gemm_.grouped_linear_backward(d_expert, g.experts_gate_up, b.d_gate_up, a.expert_in, w.experts_gate_up,
                                       a.host_offsets, H, 2 * I);

@@ -31,7 +31,14 @@ int group_of(const std::string& name, const ModelConfig& config) {
   return head_group(config);
 }
 
-bool is_expert(const ParamInfo& info) { return info.name.find("mlp.experts.") != std::string::npos; }
+// Routed-expert weights. They must be exactly the tensors whose gradients the engine writes rather than adds to
+// (GradientSink::overwrites_expert_gradients): a config with other expert tensors is refused.
+bool is_expert(const ParamInfo& info) {
+  if (info.name.find("mlp.experts.") == std::string::npos) return false;
+  if (!info.name.ends_with("mlp.experts.gate_up_proj") && !info.name.ends_with("mlp.experts.down_proj"))
+    fail("GPU trainer: expert tensor ", info.name, " is not supported (only gate_up_proj and down_proj)");
+  return true;
+}
 
 // The layout as ZeRO-1 cuts it (parallel/zero_layout.h): gradient groups and routed-expert flags.
 std::vector<parallel::ZeroParam> zero_params(const ParamLayout& layout, const ModelConfig& config) {
@@ -154,6 +161,11 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
     else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
   }
+  for (Group& group : groups_)
+    for (const GradientRun& run : gradient_runs_) {
+      const size_t from = std::max(run.start, group.start), to = std::min(run.end, group.end);
+      if (from < to) (run.expert ? group.written : group.added).push_back({from - group.start, to - group.start});
+    }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -211,8 +223,16 @@ const GpuWeights& GpuTrainer::begin_group(int group) {
   CUDA_CHECK(cudaStreamWaitEvent(stream_, free_[current_buffer_], 0));
   // Bind the layout so that this group's parameters land at the start of the buffer (other groups' pointers in the
   // view are never used while this group runs).
-  uint16_t* buffer = reinterpret_cast<uint16_t*>(grads_.data() + current_buffer_ * group_buffer_elements_);
-  grad_view_ = as_bf16(layout_.bind16(buffer - groups_[group].start));
+  bf16* buffer = grads_.data() + current_buffer_ * group_buffer_elements_;
+  const Group& g = groups_[group];
+  RangeSet& uncleared = uncleared_[current_buffer_];
+  for (const Range& added : g.added) {  // what earlier groups' expert gradients left where this one adds
+    for (const Range& stale : uncleared.intersection(added))
+      CUDA_CHECK(cudaMemsetAsync(buffer + stale.begin, 0, (stale.end - stale.begin) * sizeof(bf16), stream_));
+    uncleared.remove(added);
+  }
+  for (const Range& written : g.written) uncleared.add(written);
+  grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(buffer) - g.start));
   return grad_view_;
 }
 
@@ -236,7 +256,8 @@ void GpuTrainer::end_group(int group) {
     CUDA_CHECK(cudaEventRecord(stepped_, optimizer_stream_));
     pending_gather_ = group;
   }
-  CUDA_CHECK(cudaMemsetAsync(buffer, 0, (g.end - g.start) * sizeof(bf16), optimizer_stream_));
+  for (const Range& added : g.added)  // the expert weight gradients are written over, not cleared (begin_group)
+    CUDA_CHECK(cudaMemsetAsync(buffer + added.begin, 0, (added.end - added.begin) * sizeof(bf16), optimizer_stream_));
   CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
 }
 

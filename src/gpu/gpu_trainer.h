@@ -5,6 +5,8 @@
 // With the fused optimizer step (no clipping, no accumulation), AdamW runs on each gradient group (a layer, the head,
 // the embedding) as soon as the backward pass has finished it, on a second stream that overlaps the backward of the
 // next group, and the group's gradient memory is reused: two group-sized buffers replace the whole gradient arena.
+// The experts' weight gradients (most of each layer) are written over those buffers rather than added to them, so
+// only the rest is cleared between groups (core/range_set.h keeps track of what is left).
 //
 // Training state (checkpoints, train/train_state.h): export_state/import_state move the step count and the AdamW
 // moments in the device-neutral format (fp32, layout order; recipe (a)'s bf16 moments widened, exactly). The weights a
@@ -31,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "core/range_set.h"
 #include "gpu/expert_exchange.h"
 #include "gpu/gpu_engine.h"
 #include "io/streaming_loader.h"
@@ -119,14 +122,23 @@ class GpuTrainer : private GradientSink {
   struct Group {
     size_t start = 0, end = 0;  // element range of the group's parameters in the layout
     AdamWPlan plan;             // the group's parameters, offsets relative to start
+    // Relative to start: the gradients the backward adds to (cleared before the group runs) and the routed experts'
+    // weight gradients it writes over (GradientSink::overwrites_expert_gradients).
+    std::vector<Range> added, written;
   };
   struct GradientRun {
     size_t start = 0, end = 0;  // element range in the layout
     bool expert = false;        // routed-expert weights (reduced over the expert replicas, not the world)
   };
   std::vector<GradientRun> gradient_runs_;  // the layout as maximal runs of one kind, ascending
+  // Fused step: per group buffer, the ranges that may hold values (earlier groups' expert weight gradients, which
+  // end_group does not clear); begin_group clears the part the new group adds to.
+  RangeSet uncleared_[2];
   const GpuWeights& begin_group(int group) override;
   void end_group(int group) override;
+  // The fused step's group buffers: the engine writes the expert weight gradients over them, so end_group clears only
+  // the rest (what the backward adds to) after the step.
+  bool overwrites_expert_gradients() const override { return gpu_.fused_optimizer; }
   void optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale);
   // Many GPUs: sums the gradients of [start, end) of the layout, held at `grads` (element `start` first), over the
   // ranks sharing them (replicated parameters over the world, experts over their replicas). On `stream_`.

@@ -29,12 +29,13 @@ inline std::vector<int32_t> offsets_from_counts(const std::vector<int>& counts) 
 
 // One expert projection W (E, out_dim, in_dim) on x (rows, in_dim) with upstream gradient dy (rows, out_dim), all
 // bf16-rounded, and (with_reference) the CPU results of its three grouped products:
-// y = x_e · W[e]^T (kNT), dx = dy_e · W[e] (kNN), dw = dw_init + dy_e^T · x_e (kTN).
+// y = x_e · W[e]^T (kNT), dx = dy_e · W[e] (kNN), dw = dw_init + dy_e^T · x_e (kTN), dw_product = dy_e^T · x_e
+// (kTNWrite; zeros for experts with no rows).
 struct ExpertCase {
   int experts = 0, in_dim = 0, out_dim = 0, rows = 0;
   std::vector<int32_t> offsets;
   std::vector<float> x, w, dy, dw_init;
-  std::vector<float> y, dx, dw;
+  std::vector<float> y, dx, dw, dw_product;
 };
 
 inline ExpertCase make_case(const std::vector<int>& counts, int in_dim, int out_dim, uint64_t seed, bool with_reference) {
@@ -53,6 +54,7 @@ inline ExpertCase make_case(const std::vector<int>& counts, int in_dim, int out_
   c.y.assign(static_cast<size_t>(c.rows) * out_dim, 0.0f);
   c.dx.assign(static_cast<size_t>(c.rows) * in_dim, 0.0f);
   c.dw = c.dw_init;
+  c.dw_product.assign(c.dw.size(), 0.0f);
   for (int e = 0; e < c.experts; ++e) {
     const size_t begin = c.offsets[e];
     const int count = c.offsets[e + 1] - c.offsets[e];
@@ -60,6 +62,8 @@ inline ExpertCase make_case(const std::vector<int>& counts, int in_dim, int out_
     cpu::linear_forward(c.y.data() + begin * out_dim, c.x.data() + begin * in_dim, w_e, nullptr, count, in_dim,
                         out_dim);
     cpu::linear_backward(c.dx.data() + begin * in_dim, c.dw.data() + e * weight_size, nullptr,
+                         c.dy.data() + begin * out_dim, c.x.data() + begin * in_dim, w_e, count, in_dim, out_dim);
+    cpu::linear_backward(nullptr, c.dw_product.data() + e * weight_size, nullptr,
                          c.dy.data() + begin * out_dim, c.x.data() + begin * in_dim, w_e, count, in_dim, out_dim);
   }
   return c;
@@ -142,6 +146,32 @@ inline void expect_matches_cpu(const ExpertCase& c, DeviceCase& d, const std::st
   }
 }
 
+// Stale gradient memory for kTNWrite: NaNs, so that any read of C (even scaled by 0) shows in the result.
+inline void fill_with_nan(DeviceBuffer<bf16>& buffer) {
+  buffer.upload(std::vector<bf16>(buffer.size(), __float2bfloat16(std::nanf(""))));
+}
+
+// kTNWrite's output `dw` (filled by fill_with_nan before the call): the product alone, per expert (so a failure names
+// the expert), and exact zeros for experts with no rows.
+inline void expect_weight_gradient_written(const ExpertCase& c, const DeviceBuffer<bf16>& dw_device,
+                                           const std::string& label) {
+  const size_t weight_size = static_cast<size_t>(c.out_dim) * c.in_dim;
+  const std::vector<float> dw = to_host_f32(dw_device);
+  const double error = relative_norm_error(dw, c.dw_product);
+  std::printf("[grouped gemm] %s kTNWrite: rel. error %.2e\n", label.c_str(), error);
+  EXPECT_LE(error, kBf16RoundTrip) << label << " kTNWrite";
+  for (int e = 0; e < c.experts; ++e) {
+    const std::vector<float> got = slice(dw, e * weight_size, (e + 1) * weight_size);
+    if (c.offsets[e + 1] == c.offsets[e]) {
+      EXPECT_EQ(std::count(got.begin(), got.end(), 0.0f), static_cast<long>(weight_size))
+          << label << " kTNWrite left C[" << e << "] of an expert with 0 rows non-zero";
+    } else {
+      EXPECT_LE(relative_norm_error(got, slice(c.dw_product, e * weight_size, (e + 1) * weight_size)), kBf16RoundTrip)
+          << label << " kTNWrite expert " << e;
+    }
+  }
+}
+
 // The three outputs of two runs of the same case are bit for bit the same.
 inline void expect_bitwise_same(const DeviceCase& first, const DeviceCase& second) {
   const auto same = [](const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) {
@@ -156,6 +186,22 @@ inline void expect_bitwise_same(const DeviceCase& first, const DeviceCase& secon
 // A realistic expert shape (Qwen3-like hidden 2048 -> 2I = 1536), ~2000 uneven rows over 16 experts.
 inline const std::vector<int> kRealisticCounts = {129, 0, 1, 200, 64, 127, 256, 97, 131, 150, 33, 180, 90, 250, 128, 166};
 constexpr int kRealisticIn = 2048, kRealisticOut = 1536;
+
+// kTNWrite through `run` (the backend's call on the case's dw, which holds NaNs) on two cases: empty first, last and
+// inner experts with a K tail, and the realistic shape.
+template <class Run>
+void check_weight_gradient_write(const std::string& backend, const Run& run) {
+  const std::vector<std::vector<int>> counts = {{0, 300, 1, 63, 0}, kRealisticCounts};
+  const int in_dims[] = {192, kRealisticIn}, out_dims[] = {128, kRealisticOut};
+  for (int i = 0; i < 2; ++i) {
+    const ExpertCase c = make_case(counts[i], in_dims[i], out_dims[i], 61 + i, true);
+    DeviceCase d(c);
+    fill_with_nan(d.dw);
+    run(c, d);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    expect_weight_gradient_written(c, d.dw, backend + " E=" + std::to_string(c.experts));
+  }
+}
 
 // Fills a large device buffer by repeating 1 Mi random bf16 values (the values do not matter for timing).
 inline void fill_pattern(DeviceBuffer<bf16>& buffer, uint64_t seed, float scale) {

@@ -1,10 +1,10 @@
 // Why: the optimizer step touches every parameter, so a wrong span walk or a reordered formula corrupts training
 // silently. The GPU step over a flat buffer with several spans (decay on and off, gaps between spans, spans crossing
 // the kernel's tiles, one tiny span) is held to the CPU twin applied span by span: the fp32-master variant to 1e-6
-// norm-wise (the same fp32 operations in the same order; only a compiler's different rounding could differ), its bf16
-// copy to the rounded master exactly, the all-bf16 variant to one bf16 rounding (kBf16RoundTrip), gaps untouched.
-// The gradient norm is held to the CPU's double sum at 1e-5 and must repeat bit for bit. A timing test prints the step's
-// bandwidth beside a device copy of the same traffic.
+// norm-wise (the same formula in fp32; fused multiply-adds and the hardware's sqrt and reciprocal differ by a few
+// ulp), its bf16 copy to the rounded master exactly, the all-bf16 variant to one bf16 rounding (kBf16RoundTrip), gaps
+// untouched. The gradient norm is held to the CPU's double sum at 1e-5 and must repeat bit for bit. A timing test
+// prints the step's bandwidth beside a device copy of the same traffic.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -157,7 +157,9 @@ TEST_P(CudaEngine, GradientAccumulationTracksCpuReference) {
 }
 
 // The fused optimizer step (AdamW per gradient group during the backward pass, on a second stream) must give the same
-// parameters as the step over the whole gradient arena: same kernels, same order per element.
+// parameters as the step over the whole gradient arena: same kernels, same order per element. The fused step's
+// expert weight gradients are written over buffers that are not cleared between groups (kTNWrite, or a clear before
+// cuBLAS's grouped GEMM), the arena's added to zeros: the same values.
 TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
   SKIP_WITHOUT_GPU();
   const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());

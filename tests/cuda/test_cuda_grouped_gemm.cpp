@@ -1,8 +1,9 @@
-// Why: the device-offset grouped GEMM (ops/cuda/grouped_gemm.h) in its three layouts against the CPU twin (per-expert
+// Why: the device-offset grouped GEMM (ops/cuda/grouped_gemm.h) in its layouts against the CPU twin (per-expert
 // cpu::linear_forward / linear_backward on bf16-rounded inputs) and against the cuBLAS grouped path it replaces:
 // uneven experts (0 rows, 1 row, 128 and 129 rows), N and M edges that are not multiples of the 128 tile, a grid
-// bound that is too small, untouched rows past the last expert, untouched C[e] for empty experts, bitwise determinism,
-// host shape checks, and a timing table on the Qwen3-30B-A3B expert shapes (prints only).
+// bound that is too small, untouched rows past the last expert, untouched C[e] for empty experts (kTN; zeroed by
+// kTNWrite, which must not read C), bitwise determinism, host shape checks, and a timing table on the Qwen3-30B-A3B
+// expert shapes (prints only).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -45,6 +46,15 @@ TEST(CudaGroupedGemm, SmallShapesMatchCpu) {
     run_products(d, c, c.rows);
     expect_matches_cpu(c, d, "E=5 in=192 out=128");
   }
+}
+
+// kTNWrite over a C holding NaNs (stale memory it must not read): the product alone, zeros for empty experts.
+TEST(CudaGroupedGemm, WeightGradientWriteMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  check_weight_gradient_write("portable", [](const ExpertCase& c, DeviceCase& d) {
+    cuda::grouped_gemm(GroupedLayout::kTNWrite, d.offsets.data(), c.experts, c.rows, c.out_dim, c.in_dim, d.dy.data(),
+                       d.x.data(), d.dw.data(), nullptr);
+  });
 }
 
 TEST(CudaGroupedGemm, GridBoundOnlyAffectsSpeed) {

@@ -1,8 +1,8 @@
 // Why: the Hopper grouped GEMM (ops/cuda/grouped_gemm_sm90.h, CUTLASS wgmma + TMA) must honour exactly the contract of
-// the portable kernel it replaces: the CPU twin's results in all three layouts on uneven experts (0 rows, 1 row, tile
-// edges, K tails of the weight gradient), untouched rows past the last expert and untouched C[e] of empty experts,
-// bitwise-identical repeated runs, host shape checks — and a timing table against the portable kernel on the
-// Qwen3-30B-A3B expert shapes (prints only).
+// the portable kernel it replaces: the CPU twin's results in all its layouts on uneven experts (0 rows, 1 row, tile
+// edges, K tails of the weight gradient), untouched rows past the last expert and untouched C[e] of empty experts
+// (kTN; zeroed by kTNWrite, which must not read C), bitwise-identical repeated runs, host shape checks — and a timing
+// table against the portable kernel on the Qwen3-30B-A3B expert shapes (prints only).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -44,6 +44,17 @@ TEST(CudaGroupedGemmSm90, SmallShapesMatchCpu) {
   counts[7] = 0;
   counts[128] = 257;
   check_case(counts, /*in_dim=*/64, /*out_dim=*/64, 25, "E=130 in=64 out=64");
+}
+
+// kTNWrite over a C holding NaNs (stale memory it must not read): the product alone, zeros for empty experts.
+TEST(CudaGroupedGemmSm90, WeightGradientWriteMatchesCpu) {
+  SKIP_WITHOUT_GPU();
+  check_weight_gradient_write("sm90", [](const ExpertCase& c, DeviceCase& d) {
+    cuda::Sm90GroupedGemm gemm(c.experts);
+    gemm.run(GroupedLayout::kTNWrite, d.offsets.data(), c.experts, c.out_dim, c.in_dim, d.dy.data(), d.x.data(),
+             d.dw.data(), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());  // before the tables are freed
+  });
 }
 
 TEST(CudaGroupedGemmSm90, ManySparseExpertsMatchCpu) {
@@ -111,7 +122,7 @@ TEST(CudaGroupedGemmSm90, RejectsBadShapesBeforeLaunching) {
 }
 
 // Qwen3-30B-A3B experts (E = 128, 32,768 uneven rows, H = 2048, I = 768): the six products of one MoE layer, this
-// kernel against the portable one.
+// kernel against the portable one (weight gradients written, as the fused optimizer step asks for them).
 TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
   SKIP_WITHOUT_GPU();
   Qwen3ExpertBuffers b;
@@ -135,11 +146,11 @@ TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
        b.out.data()},
       {"gate_up dgrad NN (rows,1536)->2048", GroupedLayout::kNN, kGateUp, kHidden, b.d_h.data(), b.w_gate_up.data(),
        b.out.data()},
-      {"gate_up wgrad TN (E,1536,2048)+=", GroupedLayout::kTN, kGateUp, kHidden, b.d_h.data(), b.x.data(),
+      {"gate_up wgrad TN (E,1536,2048)=", GroupedLayout::kTNWrite, kGateUp, kHidden, b.d_h.data(), b.x.data(),
        b.dw_gate_up.data()},
       {"down    dgrad NN (rows,2048)->768", GroupedLayout::kNN, kHidden, kInter, b.d_out.data(), b.w_down.data(),
        b.act.data()},
-      {"down    wgrad TN (E,2048,768)+=", GroupedLayout::kTN, kHidden, kInter, b.d_out.data(), b.act.data(),
+      {"down    wgrad TN (E,2048,768)=", GroupedLayout::kTNWrite, kHidden, kInter, b.d_out.data(), b.act.data(),
        b.dw_down.data()},
   };
   double total_sm90 = 0.0, total_portable = 0.0;

@@ -1,10 +1,10 @@
 // Why: see adamw.h. The optimizer kernel cuts the flat buffer into tiles of kTile elements, one block each; a block
 // reads its tile's entry in the plan's table: a full tile inside one span (nearly all) carries the span's decay flag and
 // goes straight to the data, any other tile names its first span and walks the spans overlapping it. Bandwidth comes
-// from occupancy: the bf16 variant updates each 8-element chunk in its packed registers and is bounded to 40 registers
-// so that six 256-thread blocks fit per SM (62 registers allowed four; a per-block binary search, or four chunks per
-// thread with a quarter of the blocks, each left more of the time with no loads in flight). The coefficients that
-// depend only on the step are computed on the host exactly as the CPU twin computes them.
+// from occupancy and few instructions per element: the bf16 variant updates each 8-element chunk in its packed
+// registers, converts a pair of elements per instruction and is bounded to 32 registers, so eight 256-thread blocks fit
+// per SM (a per-block binary search, or four chunks per thread with a quarter of the blocks, each left more of the time
+// with no loads in flight).
 #include "ops/cuda/adamw.h"
 
 #include <cmath>
@@ -20,15 +20,15 @@ constexpr int kNormBlocks = 1024;
 constexpr int kNormThreads = 256;
 
 struct Coefficients {
-  float decay, beta2, one_minus_beta1, one_minus_beta2, step_size, bias_correction2_sqrt, eps, grad_scale;
+  float decay, beta2, one_minus_beta1, one_minus_beta2, neg_step_size, inv_bias_correction2_sqrt, eps, grad_scale;
 };
 
-Coefficients coefficients(const AdamWHyper& h, float grad_scale) {  // as in cpu::adamw_update
+Coefficients coefficients(const AdamWHyper& h, float grad_scale) {  // the CPU twin's step constants, in double
   const double bias_correction1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
   const double bias_correction2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
   return {static_cast<float>(1.0 - h.lr * h.weight_decay), static_cast<float>(h.beta2),
           static_cast<float>(1.0 - h.beta1), static_cast<float>(1.0 - h.beta2),
-          static_cast<float>(h.lr / bias_correction1), static_cast<float>(std::sqrt(bias_correction2)),
+          static_cast<float>(-h.lr / bias_correction1), static_cast<float>(1.0 / std::sqrt(bias_correction2)),
           static_cast<float>(h.eps), grad_scale};
 }
 
@@ -37,13 +37,28 @@ __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); 
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store(bf16* p, float x) { *p = __float2bfloat16(x); }
 
-// One element, in cpu::adamw_update's order, each operation rounded on its own.
+// The hardware's square root and reciprocal (one MUFU instruction each, within 2 ulp): the exactly rounded __fsqrt_rn
+// and two __fdiv_rn were most of the kernel's instructions.
+__device__ __forceinline__ float sqrt_approx(float x) {
+  float y;
+  asm("sqrt.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float reciprocal_approx(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// One element: the CPU twin's formula with its divisions turned into products and fused multiply-adds. Every
+// operation is spelled out (the _rn intrinsics are never contracted), so the result does not depend on how the
+// compiler fuses the code around each call: the packed and the scalar paths give the same bits for an element.
 __device__ __forceinline__ void adamw_element(float& p, float& m, float& v, float g, float decay, const Coefficients& c) {
   p = __fmul_rn(p, decay);
-  m = __fadd_rn(m, __fmul_rn(__fsub_rn(g, m), c.one_minus_beta1));
-  v = __fadd_rn(__fmul_rn(v, c.beta2), __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
-  const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(v), c.bias_correction2_sqrt), c.eps);
-  p = __fsub_rn(p, __fdiv_rn(__fmul_rn(c.step_size, m), denom));
+  m = fmaf(__fsub_rn(g, m), c.one_minus_beta1, m);
+  v = fmaf(v, c.beta2, __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
+  const float denom = fmaf(sqrt_approx(v), c.inv_bias_correction2_sqrt, c.eps);
+  p = fmaf(__fmul_rn(c.neg_step_size, m), reciprocal_approx(denom), p);
 }
 
 // Eight consecutive elements through 16-byte loads and stores (the pointers are 16-byte aligned at 8-element chunks).
@@ -69,49 +84,40 @@ __device__ __forceinline__ void store8(float* p, const float* in) {
   reinterpret_cast<float4*>(p)[1] = make_float4(in[4], in[5], in[6], in[7]);
 }
 
-// The bf16 variant's 8-element chunk updated in its packed registers: 4 x 16 bytes of data per thread instead of 32
-// floats, which keeps the kernel within 32 registers (full occupancy: more loads in flight per SM).
+// The bf16 variant's 8-element chunk updated in its packed registers (4 x 16 bytes of data per thread instead of 32
+// floats, which keeps the kernel within its register bound), converted a pair at a time.
 __device__ __forceinline__ void adamw_chunk_packed(bf16* params, const bf16* grads, bf16* m, bf16* v, size_t chunk,
                                                    float decay, const Coefficients& c) {
   uint4 p_raw = *reinterpret_cast<const uint4*>(params + chunk), m_raw = *reinterpret_cast<const uint4*>(m + chunk);
   uint4 v_raw = *reinterpret_cast<const uint4*>(v + chunk);
   const uint4 g_raw = *reinterpret_cast<const uint4*>(grads + chunk);
-  bf16* p = reinterpret_cast<bf16*>(&p_raw);
-  bf16* mi = reinterpret_cast<bf16*>(&m_raw);
-  bf16* vi = reinterpret_cast<bf16*>(&v_raw);
-  const bf16* g = reinterpret_cast<const bf16*>(&g_raw);
+  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&p_raw);
+  __nv_bfloat162* mi = reinterpret_cast<__nv_bfloat162*>(&m_raw);
+  __nv_bfloat162* vi = reinterpret_cast<__nv_bfloat162*>(&v_raw);
+  const __nv_bfloat162* g = reinterpret_cast<const __nv_bfloat162*>(&g_raw);
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    float pj = __bfloat162float(p[j]), mj = __bfloat162float(mi[j]), vj = __bfloat162float(vi[j]);
-    adamw_element(pj, mj, vj, __fmul_rn(__bfloat162float(g[j]), c.grad_scale), decay, c);
-    p[j] = __float2bfloat16(pj);
-    mi[j] = __float2bfloat16(mj);
-    vi[j] = __float2bfloat16(vj);
+  for (int j = 0; j < 4; ++j) {
+    float2 pj = __bfloat1622float2(p[j]), mj = __bfloat1622float2(mi[j]), vj = __bfloat1622float2(vi[j]);
+    const float2 gj = __bfloat1622float2(g[j]);
+    adamw_element(pj.x, mj.x, vj.x, __fmul_rn(gj.x, c.grad_scale), decay, c);
+    adamw_element(pj.y, mj.y, vj.y, __fmul_rn(gj.y, c.grad_scale), decay, c);
+    p[j] = __floats2bfloat162_rn(pj.x, pj.y);
+    mi[j] = __floats2bfloat162_rn(mj.x, mj.y);
+    vi[j] = __floats2bfloat162_rn(vj.x, vj.y);
   }
   *reinterpret_cast<uint4*>(params + chunk) = p_raw;
   *reinterpret_cast<uint4*>(m + chunk) = m_raw;
   *reinterpret_cast<uint4*>(v + chunk) = v_raw;
 }
 
-// master == nullptr: params hold the state (bf16 variant); else master holds it and params get its bf16 copy.
-// Thread t of a block owns the 8-element chunk tile_begin + 8t. A full tile inside one span (tile_info >= 0: the span
-// index and decay flag without another dependent load) takes the vector path directly; any other tile walks its spans:
-// a chunk inside one span takes the vector path, a chunk cut by a span boundary the scalar one.
+// The tiles that are not one span's whole: thread t's chunk, span by span. A chunk inside one span takes the vector
+// path, a chunk cut by a span boundary the scalar one. Not inlined: its registers do not count against the full tiles'
+// path of the kernel, which then fits the occupancy bound without spilling.
 template <class State>
-__global__ void __launch_bounds__(kThreads, std::is_same_v<State, bf16> ? 6 : 4)
-    adamw_kernel(bf16* params, float* master, const bf16* grads, State* m, State* v, const AdamWSpan* spans,
-                 const int32_t* tile_info, int span_count, size_t total, Coefficients c) {
-  const size_t tile_begin = blockIdx.x * kTile;
-  const size_t tile_end = min(total, tile_begin + kTile);
-  const size_t chunk = tile_begin + 8 * static_cast<size_t>(threadIdx.x);
-  const int32_t info = tile_info[blockIdx.x];
-  if constexpr (std::is_same_v<State, bf16>) {
-    if (info >= 0) {
-      adamw_chunk_packed(params, grads, m, v, chunk, (info & 1) ? c.decay : 1.0f, c);
-      return;
-    }
-  }
-  for (int s = info >= 0 ? info >> 1 : -info - 1; s < span_count && spans[s].offset < tile_end; ++s) {
+__device__ __noinline__ void adamw_spans(bf16* params, float* master, const bf16* grads, State* m, State* v,
+                                         const AdamWSpan* spans, int first_span, int span_count, size_t chunk,
+                                         size_t tile_end, const Coefficients& c) {
+  for (int s = first_span; s < span_count && spans[s].offset < tile_end; ++s) {
     const AdamWSpan span = spans[s];
     const size_t begin = max(chunk, span.offset), end = min(min(tile_end, chunk + 8), span.offset + span.count);
     if (begin >= end) continue;
@@ -144,6 +150,26 @@ __global__ void __launch_bounds__(kThreads, std::is_same_v<State, bf16> ? 6 : 4)
       store(v + i, vi);
     }
   }
+}
+
+// master == nullptr: params hold the state (bf16 variant); else master holds it and params get its bf16 copy.
+// Thread t of a block owns the 8-element chunk tile_begin + 8t. A full tile inside one span (tile_info >= 0: the span
+// index and decay flag without another dependent load) takes the vector path directly; any other tile walks its spans.
+template <class State>
+__global__ void __launch_bounds__(kThreads, std::is_same_v<State, bf16> ? 8 : 4)
+    adamw_kernel(bf16* params, float* master, const bf16* grads, State* m, State* v, const AdamWSpan* spans,
+                 const int32_t* tile_info, int span_count, size_t total, Coefficients c) {
+  const size_t tile_begin = blockIdx.x * kTile;
+  const size_t chunk = tile_begin + 8 * static_cast<size_t>(threadIdx.x);
+  const int32_t info = tile_info[blockIdx.x];
+  if constexpr (std::is_same_v<State, bf16>) {
+    if (info >= 0) {
+      adamw_chunk_packed(params, grads, m, v, chunk, (info & 1) ? c.decay : 1.0f, c);
+      return;
+    }
+  }
+  adamw_spans(params, master, grads, m, v, spans, info >= 0 ? info >> 1 : -info - 1, span_count, chunk,
+              min(total, tile_begin + kTile), c);
 }
 
 __device__ float block_sum(float v) {

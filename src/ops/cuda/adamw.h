@@ -5,8 +5,11 @@
 //   p *= 1 - lr * wd                      (only in spans with decay)
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-// The element arithmetic is fp32 in the CPU twin's order with every operation rounded separately (no fused multiply-
-// add), so with fp32 states it reproduces the CPU twin bit for bit. Elements outside every span are left untouched.
+// The element arithmetic is fp32 with fused multiply-adds, the hardware's square root and reciprocal (within 2 ulp) and
+// the step's constants folded on the host (1/sqrt(1 - b2^t), -lr/(1 - b1^t)): with fp32 states an update agrees with
+// the CPU twin's to a few ulp, not bit for bit. The exactly rounded divisions and square root made the kernel bound by
+// instruction issue rather than by memory (ncu: 86% SM throughput, 45% DRAM). Elements outside every span are left
+// untouched.
 #pragma once
 
 #include <cstddef>

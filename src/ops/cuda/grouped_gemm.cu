@@ -13,8 +13,9 @@
 // - kNT/kNN scheduling: grid.y is an upper bound of the row tiles (ceil(max_rows/128) + E); each CTA computes the
 //   per-expert tile counts ceil(rows_e/128) and their prefix from expert_offsets (block scan, E <= 256) and handles
 //   row tiles blockIdx.y, blockIdx.y + gridDim.y, ... (normally one, or none). grid.x walks N fastest, so the CTAs
-//   that share an A row tile run together and it is read from DRAM once. kTN: grid = (N tiles, M tiles, E); the
-//   reduction runs over the expert's rows and the epilogue adds the old C.
+//   that share an A row tile run together and it is read from DRAM once. kTN/kTNWrite: grid = (N tiles, M tiles, E);
+//   the reduction runs over the expert's rows and kTN's epilogue adds the old C (kTNWrite's does not, and an expert
+//   with no rows runs no K-step: its tiles are written as zeros).
 // - Epilogue: accumulators go through shared memory in fp32 (so kTN rounds old C + product once), then each thread
 //   writes 16-byte chunks of 8 bf16 (row-coalesced).
 #include "ops/cuda/grouped_gemm.h"
@@ -46,6 +47,7 @@ struct Params {
   const bf16* A;
   const bf16* B;
   bf16* C;
+  bool accumulate;  // kTN: add the old C (kTN) or overwrite it (kTNWrite)
 };
 
 // One operand of a tile: element (outer, k) is base[outer * ld + k] when stored K-contiguous, base[k * ld + outer]
@@ -240,7 +242,7 @@ __device__ __forceinline__ void gemm_tile(const Params& p, unsigned char* smem, 
     const float4 hi = *reinterpret_cast<const float4*>(&staging[row * kStagingLd + chunk * 8 + 4]);
     float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     uint4* dst = reinterpret_cast<uint4*>(p.C + index);
-    if constexpr (kLayout == GroupedLayout::kTN) {
+    if (kLayout == GroupedLayout::kTN && p.accumulate) {
       const uint4 old = *dst;
       const uint32_t old_words[4] = {old.x, old.y, old.z, old.w};
 #pragma unroll
@@ -302,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const Params 
   if constexpr (kLayout == GroupedLayout::kTN) {
     const int expert = blockIdx.z;
     const int row_begin = p.offsets[expert], row_end = p.offsets[expert + 1];
-    if (row_end <= row_begin) return;  // C[expert] untouched
+    if (row_end <= row_begin && p.accumulate) return;  // C[expert] untouched (kTNWrite: zeros are written)
     gemm_tile<kLayout>(p, smem, expert, row_begin, row_end, blockIdx.y * kBM, blockIdx.x * kBN);
   } else {
     __shared__ int warp_totals[kWarps];
@@ -345,9 +347,9 @@ void grouped_gemm(GroupedLayout layout, const int32_t* expert_offsets, int exper
   if (max_rows < 0) fail("grouped_gemm: max_rows = ", max_rows, " is negative");
   if (!expert_offsets || !aligned16(A) || !aligned16(B) || !aligned16(C))
     fail("grouped_gemm: expert_offsets must be non-null and A, B, C 16-byte aligned");
-  const Params p{expert_offsets, experts, a_cols, c_cols, A, B, C};
+  const Params p{expert_offsets, experts, a_cols, c_cols, A, B, C, layout == GroupedLayout::kTN};
   const unsigned n_tiles = (c_cols + kBN - 1) / kBN;
-  if (layout == GroupedLayout::kTN) {
+  if (layout == GroupedLayout::kTN || layout == GroupedLayout::kTNWrite) {
     launch<GroupedLayout::kTN>(p, dim3(n_tiles, (a_cols + kBM - 1) / kBM, experts), stream);
     return;
   }

@@ -9,10 +9,12 @@
 //   kNT  C (rows, c_cols)       = A (rows, a_cols) · B[e]^T     B (E, c_cols, a_cols)   nn.Linear forward
 //   kNN  C (rows, c_cols)       = A (rows, a_cols) · B[e]       B (E, a_cols, c_cols)   data gradient
 //   kTN  C (E, a_cols, c_cols) += A_e^T · B_e   A (rows, a_cols), B (rows, c_cols)     weight gradient
+//   kTNWrite  as kTN with C (E, a_cols, c_cols) = A_e^T · B_e: C is written, never read, and C[e] of an expert with
+//        0 rows becomes zeros (a gradient buffer that need not be cleared first)
 // where row r of A, B (kTN) and C (kNT/kNN) belongs to the expert e with expert_offsets[e] <= r < expert_offsets[e+1],
 // and A_e, B_e are those rows. kNT and kNN overwrite C's rows [0, rows) and leave rows past expert_offsets[E]
 // untouched; kTN accumulates into the existing bf16 C[e] (fp32 sum of old value and product, rounded once) and leaves
-// C[e] of experts with 0 rows untouched.
+// C[e] of experts with 0 rows untouched (kTNWrite: the product alone, zeros for experts with 0 rows).
 //
 // For an expert projection W (E, out_dim, in_dim) applied to x (rows, in_dim), d_out (rows, out_dim):
 //   forward  y   = grouped_gemm(kNT, ..., a_cols = in_dim,  c_cols = out_dim, A = x,     B = W, C = y)
@@ -29,12 +31,12 @@ namespace moetune::cuda {
 constexpr int kGroupedGemmMaxExperts = 256;
 constexpr int kGroupedGemmDimMultiple = 64;  // a_cols and c_cols must be positive multiples of this
 
-enum class GroupedLayout { kNT, kNN, kTN };
+enum class GroupedLayout { kNT, kNN, kTN, kTNWrite };
 
 // expert_offsets: device (E + 1), non-decreasing, expert_offsets[0] = 0; E = experts in [1, 256]. max_rows: an upper
 // bound of expert_offsets[E] known on the host (e.g. tokens * top_k); it only sizes the grid of kNT/kNN (an
-// underestimate costs speed, never correctness) and is unused by kTN. Rows per expert are arbitrary (0 included).
-// A, B, C: 16-byte aligned. Fails (moetune::Error) on bad shapes before anything is launched. No host synchronisation.
+// underestimate costs speed, never correctness) and is unused by kTN/kTNWrite. Rows per expert are arbitrary (0
+// included). A, B, C: 16-byte aligned. Fails (moetune::Error) on bad shapes before anything is launched. No host synchronisation.
 void grouped_gemm(GroupedLayout layout, const int32_t* expert_offsets, int experts, long max_rows, int a_cols,
                   int c_cols, const bf16* A, const bf16* B, bf16* C, cudaStream_t stream);
 

@@ -7,8 +7,9 @@
 //   kNT  M = r_e,    N = c_cols, K = a_cols   A row-major (K contiguous), B = W[e] (N, K) row-major -> "column-major"
 //   kNN  M = r_e,    N = c_cols, K = a_cols   A row-major, B = W[e] (K, N) row-major (N contiguous)
 //   kTN  M = a_cols, N = c_cols, K = r_e      A = A_e^T: A_e (K, M) row-major -> column-major, B = B_e (K, N) row-major
-// kNT/kNN write D without reading it (CUTLASS's void source); kTN reads C[e] as the source with beta = 1. An expert with
-// r_e = 0 gets M = 0 in every layout (no tiles: nothing is read or written for it).
+// kNT/kNN write D without reading it (CUTLASS's void source); kTN reads C[e] as the source with beta = 1. kTNWrite runs
+// kTN's kernel with beta = 0, which CUTLASS's epilogue takes as "no source": C is not read. An expert with r_e = 0 gets
+// M = 0 in every layout (no tiles: nothing is read or written for it); for kTNWrite a small kernel zeroes its C[e].
 #include "ops/cuda/grouped_gemm_sm90.h"
 
 #include "cute/tensor.hpp"
@@ -43,23 +44,36 @@ void check_cutlass(cutlass::Status status, const char* call, const char* file, i
 #define CUTLASS_CHECK(call) check_cutlass((call), #call, __FILE__, __LINE__)
 
 // One grouped kernel: operand layouts, the source type of the epilogue (void: D is written without reading it) and
-// the tile configuration. Cooperative schedule: two consumer warpgroups share a 128 x 256 tile, one producer warp
-// issues the TMA loads; no clusters (tiles of different experts never share operands).
-template <class LayoutA, class LayoutB, class ElementSource>
-struct GroupedKernel {
+// the schedule; no clusters (tiles of different experts never share operands).
+//   Cooperative (kNT, kNN): two consumer warpgroups share a 128 x 256 tile, one producer warp issues the TMA loads.
+//   Ping-pong (kTN): each consumer warpgroup owns a 128 x 128 tile and one's epilogue runs while the other's MMAs do.
+//   A weight gradient's reduction is one expert's rows (~256 on Qwen3-30B-A3B: four K-steps), so its epilogue (which
+//   stops a cooperative tile's MMAs) is a large share of each tile.
+struct Cooperative {
   using TileShape = Shape<_128, _256, _64>;
+  using EpilogueSchedule = cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative;
+  using MainloopSchedule = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative;
+};
+struct PingPong {
+  using TileShape = Shape<_128, _128, _64>;
+  using EpilogueSchedule = cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong;
+  using MainloopSchedule = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
+};
+
+template <class LayoutA, class LayoutB, class ElementSource, class Schedule>
+struct GroupedKernel {
+  using TileShape = typename Schedule::TileShape;
   using ClusterShape = Shape<_1, _1, _1>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementSource, cutlass::layout::RowMajor*,
-      kAlignment, Element, cutlass::layout::RowMajor*, kAlignment,
-      cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative,
+      kAlignment, Element, cutlass::layout::RowMajor*, kAlignment, typename Schedule::EpilogueSchedule,
       cutlass::epilogue::fusion::LinearCombination<Element, float, ElementSource, float>>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, Element, LayoutA*, kAlignment, Element, LayoutB*, kAlignment,
       float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative>::CollectiveOp;
+      typename Schedule::MainloopSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<ProblemShape, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
   using StrideA = typename Kernel::InternalStrideA;
@@ -68,9 +82,10 @@ struct GroupedKernel {
   using StrideD = typename Kernel::InternalStrideD;
 };
 
-using ForwardKernel = GroupedKernel<cutlass::layout::RowMajor, cutlass::layout::ColumnMajor, void>;       // kNT
-using DataGradKernel = GroupedKernel<cutlass::layout::RowMajor, cutlass::layout::RowMajor, void>;        // kNN
-using WeightGradKernel = GroupedKernel<cutlass::layout::ColumnMajor, cutlass::layout::RowMajor, Element>;  // kTN
+using ForwardKernel = GroupedKernel<cutlass::layout::RowMajor, cutlass::layout::ColumnMajor, void, Cooperative>;  // kNT
+using DataGradKernel = GroupedKernel<cutlass::layout::RowMajor, cutlass::layout::RowMajor, void, Cooperative>;    // kNN
+using WeightGradKernel =
+    GroupedKernel<cutlass::layout::ColumnMajor, cutlass::layout::RowMajor, Element, PingPong>;  // kTN, kTNWrite
 
 // A packed stride of CuTe's (rows, cols, batch) form in which exactly one of the first two modes is dynamic (the
 // leading dimension); the other is 1 and the batch mode 0.
@@ -128,7 +143,7 @@ __global__ void fill_tables_kernel(TablePointers<K> t, GroupedLayout layout, con
   const int64_t begin = offsets[e];
   const int rows = offsets[e + 1] - offsets[e];
   const int64_t weight = static_cast<int64_t>(a_cols) * c_cols;
-  if (layout == GroupedLayout::kTN) {
+  if (layout == GroupedLayout::kTN || layout == GroupedLayout::kTNWrite) {
     t.shapes[e] = Shape3(rows > 0 ? a_cols : 0, c_cols, rows);
     t.a[e] = A + begin * a_cols;
     t.b[e] = B + begin * c_cols;
@@ -194,16 +209,30 @@ struct Runner {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// kTNWrite's experts with no rows: C[e] (weight_elements, a multiple of 8) becomes zeros. Grid (chunks, experts); the
+// blocks of an expert with rows return at once.
+constexpr int kZeroThreads = 256;
+constexpr int kZeroBlocksPerExpert = 64;
+__global__ void zero_empty_experts_kernel(bf16* C, const int32_t* offsets, int64_t weight_elements) {
+  const int e = blockIdx.y;
+  if (offsets[e + 1] != offsets[e]) return;
+  uint4* dst = reinterpret_cast<uint4*>(C + e * weight_elements);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(kZeroThreads) + threadIdx.x; i < weight_elements / 8;
+       i += static_cast<int64_t>(gridDim.x) * kZeroThreads)
+    dst[i] = make_uint4(0, 0, 0, 0);
+}
+
 }  // namespace
 
 struct Sm90GroupedGemm::Impl {
   int max_experts;
   Runner<ForwardKernel> forward;
   Runner<DataGradKernel> data_grad;
-  Runner<WeightGradKernel> weight_grad;
+  Runner<WeightGradKernel> weight_grad;        // kTN: beta = 1
+  Runner<WeightGradKernel> weight_grad_write;  // kTNWrite: the same kernel with beta = 0 (its own tables)
   Impl(int experts, int device)
       : max_experts(experts), forward(experts, 0.0f, device), data_grad(experts, 0.0f, device),
-        weight_grad(experts, 1.0f, device) {}
+        weight_grad(experts, 1.0f, device), weight_grad_write(experts, 0.0f, device) {}
 };
 
 namespace {
@@ -240,6 +269,12 @@ void Sm90GroupedGemm::run(GroupedLayout layout, const int32_t* expert_offsets, i
       break;
     case GroupedLayout::kTN:
       impl_->weight_grad.run(layout, expert_offsets, experts, a_cols, c_cols, A, B, C, stream);
+      break;
+    case GroupedLayout::kTNWrite:
+      zero_empty_experts_kernel<<<dim3(kZeroBlocksPerExpert, experts), kZeroThreads, 0, stream>>>(
+          C, expert_offsets, static_cast<int64_t>(a_cols) * c_cols);
+      CUDA_CHECK_LAUNCH("zero_empty_experts_kernel");
+      impl_->weight_grad_write.run(layout, expert_offsets, experts, a_cols, c_cols, A, B, C, stream);
       break;
   }
 }

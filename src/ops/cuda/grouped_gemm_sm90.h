@@ -11,6 +11,7 @@
 //   kNN  C (rows, c_cols)       = A (rows, a_cols) · B[e]       B (E, a_cols, c_cols)
 //   kTN  C (E, a_cols, c_cols) += A_e^T · B_e   A (rows, a_cols), B (rows, c_cols)   (fp32 sum of the old bf16 value
 //        and the product, rounded once; C[e] of experts with 0 rows untouched)
+//   kTNWrite  C (E, a_cols, c_cols) = A_e^T · B_e (C not read; C[e] of experts with 0 rows zeroed)
 // Summation order is fixed per output tile, so two runs are bitwise identical.
 #pragma once
 
