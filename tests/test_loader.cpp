@@ -166,37 +166,6 @@ TEST(Loader, ShardedBf16RoundTripRoundsOnce) {
     ASSERT_EQ(loaded.params()[i], bf16_to_f32(f32_to_bf16(original.params()[i]))) << "param " << i;
 }
 
-TEST(Loader, StreamingWriterWritesTheSameBytesAsWriteSafetensors) {
-  TempFolder temp;
-  std::vector<float> a(1000), b(3);
-  std::vector<uint16_t> c(501);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.25f;
-  for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<uint16_t>(i * 7);
-  b = {1.0f, -2.0f, 3.5f};
-  const std::vector<TensorToWrite> tensors = {{"a", DType::F32, {10, 100}, a.data(), a.size() * 4},
-                                              {"empty", DType::F32, {0, 4}, nullptr, 0},
-                                              {"c", DType::BF16, {501}, c.data(), c.size() * 2},
-                                              {"b", DType::F32, {3}, b.data(), b.size() * 4}};
-  write_safetensors(temp.file("whole.safetensors"), tensors, {{"format", "pt"}});
-  std::vector<size_t> pieces(tensors.size(), 0);
-  write_safetensors_streaming(temp.file("streamed.safetensors"), tensors, {{"format", "pt"}},
-                              [&](size_t i, size_t byte_offset, size_t nbytes, unsigned char* dst) {
-                                EXPECT_LE(nbytes, 64u);
-                                EXPECT_EQ(byte_offset % 8, 0u);
-                                std::memcpy(dst, static_cast<const unsigned char*>(tensors[i].data) + byte_offset, nbytes);
-                                ++pieces[i];
-                              },
-                              /*buffer_bytes=*/64);
-  EXPECT_EQ(test_util::read_text(temp.file("streamed.safetensors")), test_util::read_text(temp.file("whole.safetensors")));
-  EXPECT_EQ(pieces, (std::vector<size_t>{63, 0, 16, 1}));  // 4000 / 64, 0, 1002 / 64, 12 bytes: rounded up
-  // A producer that throws leaves no file (and no temporary file) behind.
-  EXPECT_THROW(write_safetensors_streaming(temp.file("failed.safetensors"), tensors, {},
-                                           [](size_t, size_t, size_t, unsigned char*) { fail("no bytes today"); }),
-               Error);
-  EXPECT_FALSE(fs::exists(temp.file("failed.safetensors")));
-  EXPECT_FALSE(fs::exists(temp.file("failed.safetensors.tmp")));
-}
-
 // --- parallel, serial, sinks -----------------------------------------------------------------------------------------
 
 TEST(Loader, ParallelLoadEqualsSerialLoad) {

@@ -177,7 +177,10 @@ TEST(ResumeInProcess, KeepLastPrunesOnlyAfterTheNewCheckpoint) {
     write_checkpoint(checkpoints, model, state, record, options);
   }
   EXPECT_EQ(folders(), (std::vector<std::string>{"step-3", "step-4"}));
-  EXPECT_EQ(seen_files.size(), 12u);  // model.safetensors, trainer_state.safetensors, trainer_state.json per save
+  // Each save's files, once each, in the order they are completed: the tensor files, then the small files.
+  const std::vector<std::string> per_save = {"model.safetensors", kTrainStateTensors, "config.json", kTrainStateJson};
+  ASSERT_EQ(seen_files.size(), 4 * per_save.size());
+  EXPECT_EQ(std::vector<std::string>(seen_files.begin(), seen_files.begin() + 4), per_save);
 
   // A left-over staging folder of a killed save is not a checkpoint, and the next save removes it.
   fs::create_directories(checkpoints + "/step-9.tmp-999999");
@@ -461,7 +464,7 @@ std::vector<std::string> entries(const std::string& folder) {
 }
 
 TEST(ResumeCli, KilledDuringASaveLeavesTheLastCheckpointIntact) {
-  // Each save pauses 40 ms after each of its three files; the process is killed at a different point of a save in each
+  // Each save pauses 40 ms after each of its four files; the process is killed at a different point of a save in each
   // attempt (right after its staging folder appears, or later, into the next file or the rename).
   const std::vector<std::string> run_flags = {"train", "--seq-len", "16", "--batch-size", "2", "--warmup", "1",
                                               "--steps", "1000", "--save-every", "1", "--keep-last", "2"};

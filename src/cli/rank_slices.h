@@ -1,9 +1,10 @@
 // Why: a multi-GPU `moetune train` gives each rank a slice of two things: its rows of every global batch (the data is
 // sharded over the whole world, docs/PARALLEL.md), and, with expert parallelism, its experts of every parameter arena
 // (weights, AdamW moments). Checkpoints and the final model speak the full layout, so a rank cuts its slice out of a
-// full arena when it resumes, and rank 0 puts the slices of every rank back into a full arena when it saves. These are
-// plain functions of host memory, kept apart from the NCCL transport (cli/expert_gather.h) so that the CPU tests can
-// check them exactly. Header-only because the CLI's sources are not part of the library the tests link.
+// full arena when it resumes, and writes its part of the full checkpoint straight from its slice when it saves
+// (io/checkpoint_writer.h: no rank gathers the others'). These are plain functions of host memory, kept apart from
+// the NCCL calls so that the CPU tests can check them exactly. Header-only because the CLI's sources are not part of
+// the library the tests link.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/checkpoint_writer.h"
 #include "model/config.h"
 #include "model/weights.h"
 #include "parallel/expert_shard.h"
@@ -112,18 +114,43 @@ inline std::vector<float> slice_to_shard(const std::vector<ShardRun>& runs, cons
   return out;
 }
 
-// Writes elements [piece_begin, piece_begin + piece_count) of a shard's arena (held at `piece`) to their places in a
-// full arena. experts_only: only the expert runs (the replicated parameters are taken from one rank).
-inline void place_shard_piece(const std::vector<ShardRun>& runs, const float* piece, size_t piece_begin,
-                              size_t piece_count, float* full, bool experts_only) {
-  const size_t piece_end = piece_begin + piece_count;
+// The runs of a shard's arena that EP rank `ep_rank` of `ep` writes in a cooperative save (io/checkpoint_writer.h), so
+// that the EP ranks of one DP replica write every element once between them: all of its experts, and its part of the
+// replicated parameters, which every rank holds alike: their elements, in full-layout order, cut into `ep` parts of
+// nearly equal size (part ep_rank), so that no rank writes the dense tensors for all.
+inline std::vector<ShardRun> written_runs(const std::vector<ShardRun>& runs, int ep_rank, int ep) {
+  if (ep < 1 || ep_rank < 0 || ep_rank >= ep) fail("written_runs: EP rank ", ep_rank, " of ", ep);
+  size_t replicated = 0;
+  for (const ShardRun& run : runs)
+    if (!run.expert) replicated += run.count;
+  const size_t first = replicated / static_cast<size_t>(ep) * static_cast<size_t>(ep_rank) +
+                       std::min(replicated % static_cast<size_t>(ep), static_cast<size_t>(ep_rank));
+  const size_t last = first + replicated / static_cast<size_t>(ep) +
+                      (static_cast<size_t>(ep_rank) < replicated % static_cast<size_t>(ep) ? 1 : 0);
+  std::vector<ShardRun> written;
+  size_t seen = 0;  // replicated elements before `run`
   for (const ShardRun& run : runs) {
-    if (experts_only && !run.expert) continue;
-    const size_t begin = std::max(run.shard_offset, piece_begin);
-    const size_t end = std::min(run.shard_offset + run.count, piece_end);
-    if (begin >= end) continue;
-    std::copy(piece + (begin - piece_begin), piece + (end - piece_begin), full + run.full_offset + (begin - run.shard_offset));
+    if (run.expert) {
+      written.push_back(run);
+      continue;
+    }
+    const size_t begin = std::max(seen, first), end = std::min(seen + run.count, last);
+    if (begin < end) written.push_back({run.shard_offset + (begin - seen), run.full_offset + (begin - seen), end - begin, false});
+    seen += run.count;
   }
+  return written;
+}
+
+// `written` (runs of a shard's arenas) as the values a save takes: the weights at `params`, and the AdamW moments at
+// `exp_avg` / `exp_avg_sq` (both null for a model without its optimizer state).
+inline std::vector<HeldRun> held_runs(const std::vector<ShardRun>& written, const float* params, const float* exp_avg,
+                                      const float* exp_avg_sq) {
+  std::vector<HeldRun> held;
+  for (const auto& [arena, data] : {std::pair{SourceArena::Params, params}, std::pair{SourceArena::ExpAvg, exp_avg},
+                                    std::pair{SourceArena::ExpAvgSq, exp_avg_sq}})
+    if (data)
+      for (const ShardRun& run : written) held.push_back({arena, run.full_offset, run.count, data + run.shard_offset});
+  return held;
 }
 
 }  // namespace moetune::cli

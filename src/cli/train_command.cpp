@@ -10,16 +10,17 @@
 // metrics.jsonl is cut back to the checkpoint's step and appended to. SIGINT/SIGTERM finish the current step, write a
 // checkpoint and exit with 128 + the signal; a second one aborts at once.
 // With --device cuda and --model, the checkpoint streams straight to the GPU (no fp32 host copy of the model); a host
-// fp32 copy is made only to write checkpoints and the final model (train/train_state.h and io/hf_checkpoint.h take
-// whole fp32 parameter buffers).
+// fp32 copy of this GPU's arenas is made only to write checkpoints and the final model.
 // Several GPUs (one process each: moetune launch, torchrun, srun, mpirun; docs/PARALLEL.md): --ep/--dp lay the ranks
 // out, each rank loads its experts and trains its rows of every global batch (world x --batch-size rows, data_setup.h),
-// the GPU trainer sums gradients and losses over the right ranks, and rank 0 alone prints, logs and writes: the weights
-// and moments of every expert are gathered to it (expert_gather.h) and it writes the one full checkpoint with the
-// single-process writers, while the other ranks wait at a barrier. A checkpoint records the global batch, so it resumes
-// on any number of GPUs (each rank cutting its experts out of the full state) or on the CPU. --zero 1 shards the
-// optimizer state over the ranks sharing each parameter (ZeRO-1, gpu/gpu_trainer.h); checkpoints still hold the full
-// state (every rank takes part in gathering it), so --zero, like --ep/--dp, is chosen anew by each launch.
+// the GPU trainer sums gradients and losses over the right ranks, and rank 0 alone prints and logs. Checkpoints and the
+// final model are written cooperatively (io/checkpoint_writer.h): each rank of the first DP replica writes its experts'
+// weights and moments, and a share of the replicated ones, into the one full Hugging Face folder that rank 0 creates,
+// completes and renames, so no host holds more than its own GPU's arenas (the output folder must then be on a
+// filesystem every node sees). A checkpoint records the global batch, so it resumes on any number of GPUs (each rank
+// cutting its experts out of the full state) or on the CPU. --zero 1 shards the optimizer state over the ranks sharing
+// each parameter (ZeRO-1, gpu/gpu_trainer.h); checkpoints still hold the full state (every rank takes part in
+// gathering its replica's shards), so --zero, like --ep/--dp, is chosen anew by each launch.
 #include <signal.h>
 #include <unistd.h>
 
@@ -41,7 +42,6 @@
 #include "cli/commands.h"
 #include "cli/data_setup.h"
 #include "cli/train_runner.h"
-#include "cli/expert_gather.h"
 #include "cli/rank_slices.h"
 #include "core/error.h"
 #include "parallel/expert_shard.h"
@@ -528,19 +528,10 @@ int train_command(int argc, char** argv) {
 
   const std::string shuffle = args.text("shuffle");
   std::unique_ptr<Runner> runner = make_runner(args, place, host ? &*host : nullptr, options, batch_size, seq_len);
-  if (!rank0) host.reset();  // only rank 0 writes; the others' weights live on their GPUs
-  // The host model checkpoints and the final save write from (made on the first save when the GPU loaded --model; its
-  // random initialisation is overwritten at once). Several GPUs: every rank calls it (the experts are gathered), rank
-  // 0 gets the model and the others nullptr.
-  auto host_model = [&]() -> Model* {
-    if (!rank0) {
-      runner->copy_parameters_to(nullptr);
-      return nullptr;
-    }
-    if (!host) host.emplace(Model::from_config(config, seed));
-    runner->copy_parameters_to(&*host);
-    return &*host;
-  };
+  if (device == "cuda") host.reset();  // uploaded: saves take the weights from the GPU (Runner::values_to_save)
+  // Saves copy the tokenizer and generation files of --model along.
+  const std::string tokenizer_source =
+      args.given("model") && fs::is_directory(args.text("model")) ? args.text("model") : "";
   std::vector<double> step_axis, losses, eval_axis, eval_losses;
   int64_t tokens_seen = 0;
   int64_t real_tokens_seen = 0, slots_seen = 0;  // this session's, for the packing efficiency
@@ -586,14 +577,14 @@ int train_command(int argc, char** argv) {
   const nlohmann::json run_options = recorded_options(args, steps, schedule_steps);
   CheckpointWriteOptions write_options;
   write_options.keep_last = static_cast<int>(keep_last);
+  write_options.copy_files_from = tokenizer_source;
   write_options.after_file = test_pause_in_save();
   const auto start = std::chrono::steady_clock::now();
   auto seconds_since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   long last_checkpoint = checkpoint ? start_step : -1;
-  // Collective on several GPUs: rank 0 writes and returns the folder, the others return "" once it is written.
+  // Collective on several GPUs: every rank writes its part (io/checkpoint_writer.h); returns the folder.
   auto save_checkpoint = [&](long step) {
-    const Model* model = host_model();
-    TrainState state = runner->state();
+    const SaveValues values = runner->values_to_save(/*with_state=*/true);
     CheckpointRecord record;
     record.options = options;
     record.batch_size = batch_size * world;  // the global micro-batch: the run resumes on any number of GPUs
@@ -606,10 +597,8 @@ int train_command(int argc, char** argv) {
     if (data.text) record.run["data_cache_key"] = data.text->cache().key();
     record.run["processes"] = world;
     last_checkpoint = step;
-    std::string folder;
-    if (model) folder = write_checkpoint((output / "checkpoints").string(), *model, state, record, write_options);
-    place.barrier();
-    return folder;
+    return write_checkpoint((output / "checkpoints").string(), config, values.held, step, record, write_options,
+                            place.save_ranks());
   };
 
   const int eval_batches = static_cast<int>(args.integer("eval-batches"));
@@ -683,20 +672,15 @@ int train_command(int argc, char** argv) {
   if (progress) progress->finish();
   const double elapsed = elapsed_before + seconds_since_start();
 
-  const Model* model = host_model();
-  if (!rank0) {
-    place.barrier();  // rank 0 has written the final model
-    return 0;
-  }
-  write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
+  // The final model: every rank writes its part (collective on several GPUs).
   SaveOptions save;
   save.dtype = save_dtype;
   save.expert_layout = save_layout;
-  // The tokenizer and generation files come from --model (a host model made for saving, or one read from a checkpoint
-  // folder, may have none to copy).
-  if (args.given("model") && fs::is_directory(args.text("model"))) save.copy_files_from = args.text("model");
-  model->save_pretrained((output / "final").string(), save);
-  place.barrier();
+  save.copy_files_from = tokenizer_source;
+  const SaveValues final_values = runner->values_to_save(/*with_state=*/false);
+  save_hf_checkpoint((output / "final").string(), config, final_values.held, save, place.save_ranks());
+  if (!rank0) return 0;
+  write_loss_curve_svg((output / "loss.svg").string(), step_axis, losses, "moetune train: loss", eval_axis, eval_losses);
 
   const double packing_efficiency =
       slots_seen > 0 ? static_cast<double>(real_tokens_seen) / static_cast<double>(slots_seen) : std::nan("");

@@ -3,7 +3,6 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <utility>
 
@@ -23,10 +22,16 @@ class CpuRunner : public Runner {
       : model_(model), trainer_(model, options, batch_size, seq_len) {}
   StepStats step(const std::vector<Batch>& micro_batches) override { return trainer_.step(micro_batches); }
   LossParts evaluate(const Batch& batch) override { return trainer_.evaluate(batch); }
-  void copy_parameters_to(Model* model) override {  // trains the model's own buffer
-    if (model != &model_) std::copy(model_.params(), model_.params() + model_.buffer_size(), model->params());
+  SaveValues values_to_save(bool with_state) override {  // the model's own buffer and the trainer's moments
+    const size_t floats = model_.buffer_size();
+    SaveValues values;
+    values.held.push_back({SourceArena::Params, 0, floats, model_.params()});
+    if (with_state) {
+      values.held.push_back({SourceArena::ExpAvg, 0, floats, trainer_.state().exp_avg.data()});
+      values.held.push_back({SourceArena::ExpAvgSq, 0, floats, trainer_.state().exp_avg_sq.data()});
+    }
+    return values;
   }
-  TrainState state() override { return trainer_.state(); }
   void load_state(TrainState state) override { trainer_.load_state(std::move(state)); }
 
  private:
@@ -43,16 +48,11 @@ class GpuRunner : public Runner {
             const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
       : place_(place),
         sharded_(place.layout().ep > 1),
-        trainer_(place.local_config(),
-                 sharded_ && host_params ? shard_of(host_params).data() : host_params, options, gpu, batch_size,
-                 seq_len) {
+        runs_(shard_runs(place.full_config(), place.local_config())),
+        written_(written_runs(runs_, place.layout().ep_rank(place.rank()), place.layout().ep)),
+        trainer_(place.local_config(), sharded_ && host_params ? shard_of(host_params).data() : host_params, options,
+                 gpu, batch_size, seq_len) {
     std::vector<float>().swap(shard_params_);  // uploaded
-    if (sharded_)
-      for (int q = 0; q < place.layout().ep; ++q) {
-        const parallel::ExpertRange range = place.layout().owned_experts(q);
-        runs_by_rank_.push_back(shard_runs(place.full_config(),
-                                           parallel::expert_shard_config(place.full_config(), range.begin, range.count())));
-      }
     if (!host_params) {
       LoadOptions load;
       load.progress = place.rank0() && ::isatty(STDERR_FILENO) != 0;
@@ -72,58 +72,46 @@ class GpuRunner : public Runner {
     const cuda::GpuLoss loss = trainer_.evaluate(batch);  // summed over the ranks
     return {loss.ce_sum, loss.counted, loss.aux};
   }
-  // Several GPUs: the ranks of the first EP group hold every expert once; they take part, the others have nothing to
-  // add (their replicas are the same). With ZeRO-1 every rank takes part in the trainer's gathers of the shards first.
-  void copy_parameters_to(Model* model) override {
-    if (!gathers() && !trainer_.shards_optimizer()) return;
-    const std::vector<float> params = trainer_.download_params(gathers());
-    if (!gathers()) return;
-    if (sharded_) gather_expert_shards(place_.comms().ep, runs_by_rank_, params, model ? model->params() : nullptr);
-    else if (model) std::copy(params.begin(), params.end(), model->params());
-  }
-  TrainState state() override {
-    if (!gathers() && !trainer_.shards_optimizer()) return {};
-    TrainState local = trainer_.export_state(gathers());
-    if (!gathers()) return {};
-    if (!sharded_) return place_.rank0() ? local : TrainState{};
-    TrainState full;
-    full.step = local.step;
-    const size_t total = ParamLayout(place_.full_config()).total_floats();
-    if (place_.rank0()) {
-      full.exp_avg.assign(total, 0.0f);
-      full.exp_avg_sq.assign(total, 0.0f);
-    }
-    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg, place_.rank0() ? full.exp_avg.data() : nullptr);
-    gather_expert_shards(place_.comms().ep, runs_by_rank_, local.exp_avg_sq,
-                         place_.rank0() ? full.exp_avg_sq.data() : nullptr);
-    return full;
+  // The ranks of the first DP replica hold every expert once between them and write; the other replicas hold the same
+  // values and write nothing. With ZeRO-1 every rank takes part in the trainer's gathers of the shards first.
+  SaveValues values_to_save(bool with_state) override {
+    SaveValues values;
+    if (!writes() && !trainer_.shards_optimizer()) return values;
+    values.params = trainer_.download_params(writes());
+    TrainState state;
+    if (with_state) state = trainer_.export_state(writes());
+    if (!writes()) return SaveValues{};
+    values.exp_avg = std::move(state.exp_avg);
+    values.exp_avg_sq = std::move(state.exp_avg_sq);
+    values.held = held_runs(written_, values.params.data(), with_state ? values.exp_avg.data() : nullptr,
+                            with_state ? values.exp_avg_sq.data() : nullptr);
+    return values;
   }
   void load_state(TrainState state) override {
     if (!sharded_) return trainer_.import_state(state);
     TrainState local;
     local.step = state.step;
     const size_t size = trainer_.layout().total_floats();
-    local.exp_avg = slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg.data(), size);
-    local.exp_avg_sq =
-        slice_to_shard(runs_by_rank_[place_.layout().ep_rank(place_.rank())], state.exp_avg_sq.data(), size);
+    local.exp_avg = slice_to_shard(runs_, state.exp_avg.data(), size);
+    local.exp_avg_sq = slice_to_shard(runs_, state.exp_avg_sq.data(), size);
     state = TrainState{};  // the full moments are no longer needed
     trainer_.import_state(local);
   }
 
  private:
-  bool gathers() const { return place_.layout().dp_rank(place_.rank()) == 0; }
+  bool writes() const { return place_.layout().dp_rank(place_.rank()) == 0; }
   // This rank's experts of a full-layout arena (kept alive until the trainer has uploaded it).
   const std::vector<float>& shard_of(const float* full) {
-    const ModelConfig& local = place_.local_config();
-    shard_params_ = slice_to_shard(shard_runs(place_.full_config(), local), full, ParamLayout(local).total_floats());
+    shard_params_ = slice_to_shard(runs_, full, ParamLayout(place_.local_config()).total_floats());
     return shard_params_;
   }
 
   const RunPlace& place_;
   bool sharded_;
-  std::vector<float> shard_params_;                // (local layout) the starting weights, until uploaded
+  std::vector<ShardRun> runs_;     // this rank's layout in the full one (every parameter whole without EP)
+  std::vector<ShardRun> written_;  // the part of runs_ this rank writes in a save (written_runs)
+  std::vector<float> shard_params_;  // (local layout) the starting weights, until uploaded
   cuda::GpuTrainer trainer_;
-  std::vector<std::vector<ShardRun>> runs_by_rank_;  // EP rank -> its shard's runs (sharded_ only)
 };
 #endif
 

@@ -11,8 +11,9 @@
 
 #include "api/model.h"
 #include "cli/args.h"
-#include "cli/expert_gather.h"
+#include "cli/rank_agreement.h"
 #include "core/error.h"
+#include "io/checkpoint_writer.h"
 #include "parallel/expert_shard.h"
 #include "parallel/topology.h"
 #include "train/data.h"
@@ -58,6 +59,16 @@ class RunPlace {
 #endif
     return caught;
   }
+  // The ranks of a save (every rank writes its part; the agreements go over the whole world). One process: no
+  // agreements.
+  SaveRanks save_ranks() const {
+    SaveRanks ranks;
+    ranks.rank = rank();
+#ifdef MOETUNE_HAVE_CUDA
+    if (world() > 1) ranks.max_over_ranks = [this](int value) { return max_over_ranks(comms_.world, value); };
+#endif
+    return ranks;
+  }
 #ifdef MOETUNE_HAVE_CUDA
   const parallel::EpDpComms& comms() const { return comms_; }
 #endif
@@ -71,18 +82,24 @@ class RunPlace {
 #endif
 };
 
+// Values for a save, and the host copies they point into where they are not the engine's own arenas (a GPU's).
+struct SaveValues {
+  std::vector<float> params, exp_avg, exp_avg_sq;  // (this rank's layout) copies off the GPU
+  std::vector<HeldRun> held;
+};
+
 // The engine a run trains on: the CPU reference Trainer or the GPU trainer, behind the calls the loop needs.
 class Runner {
  public:
   virtual ~Runner() = default;
   virtual StepStats step(const std::vector<Batch>& micro_batches) = 0;
   virtual LossParts evaluate(const Batch& batch) = 0;
-  // The trained fp32 parameters (the full layout) into `model`'s buffer. Several GPUs: every rank calls it (it
-  // gathers the experts), and only rank 0 passes a model (nullptr elsewhere).
-  virtual void copy_parameters_to(Model* model) = 0;
-  // The optimizer state for a checkpoint (full layout; several GPUs: every rank calls it, rank 0 gets it, the others
-  // an empty state), and its import when resuming (full layout; each rank keeps its experts).
-  virtual TrainState state() = 0;
+  // What this rank writes of a save (write_folder's `held`): the trained fp32 weights and, with_state, the AdamW
+  // moments, as runs of the full layout. Several GPUs: every rank calls it (with ZeRO-1 the trainer gathers the
+  // shards), the ranks of the first DP replica hold their experts and a share of the replicated values, the others
+  // nothing.
+  virtual SaveValues values_to_save(bool with_state) = 0;
+  // The optimizer state when resuming (full layout; each rank keeps its experts).
   virtual void load_state(TrainState state) = 0;
 };
 

@@ -4,7 +4,9 @@
 // Saving writes Transformers' per-expert layout (what save_pretrained writes) or the fused one, sharded exactly as
 // save_pretrained shards (model-00001-of-0000N.safetensors + model.safetensors.index.json past max_shard_bytes), plus
 // config.json and the tokenizer files of the source folder, atomically: into a temporary folder that is renamed into
-// place only when complete. Tensors are converted one piece at a time while writing, never as a copy of the model.
+// place only when complete. Tensors are converted one piece at a time while writing, never as a copy of the model. The
+// folder is planned (plan_hf_checkpoint) and written by io/checkpoint_writer.h, by one process holding the whole
+// parameter arena or cooperatively by several ranks each holding a part (a GPU's experts), with the same bytes.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "io/checkpoint_writer.h"
 #include "io/streaming_loader.h"
 #include "model/hf_names.h"
 
@@ -39,10 +42,19 @@ struct SaveOptions {
 // numbered before the shard being filled. Returns, per shard in file order, the tensor indices it holds.
 std::vector<std::vector<size_t>> plan_shards(const std::vector<uint64_t>& tensor_bytes, uint64_t max_shard_bytes);
 
+// The folder save_hf_checkpoint writes: the weight files (tensors of SourceArena::Params, full layout), then the index (when
+// sharded) and config.json, and the files to copy from options.copy_files_from. Throws for a dtype other than F32/BF16/F16.
+FolderPlan plan_hf_checkpoint(const ModelConfig& config, const ParamLayout& layout, const SaveOptions& options);
+
 // Writes config.json + model.safetensors, or model-0000i-of-0000N.safetensors + model.safetensors.index.json
 // ({"metadata": {"total_parameters", "total_size"}, "weight_map"}, as save_pretrained writes it) (+ copied files)
-// into `folder`, atomically.
+// into `folder`, atomically. Only a model folder (with config.json) or an empty folder at that path is replaced.
 void save_hf_checkpoint(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
                         const float* params, const SaveOptions& options);
+
+// The same folder written by several ranks (io/checkpoint_writer.h): every rank calls it with the parameter values it
+// writes (SourceArena::Params runs of the full layout of `config`); together they cover every parameter once.
+void save_hf_checkpoint(const std::string& folder, const ModelConfig& config, const std::vector<HeldRun>& held,
+                        const SaveOptions& options, const SaveRanks& ranks);
 
 }  // namespace moetune

@@ -12,11 +12,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
 #include <utility>
 
 #include "core/error.h"
+#include "io/file_io.h"
 
 namespace moetune {
 
@@ -61,14 +63,6 @@ std::string brief(const ordered_json& value) {
   std::string text = value.dump();
   return text.size() <= 80 ? text : text.substr(0, 77) + "...";
 }
-
-// Closes a file descriptor on every path out of a scope.
-struct FdGuard {
-  int fd;
-  ~FdGuard() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // One header entry, before the cross-tensor checks (offsets relative to the data section).
 struct Span {
@@ -129,21 +123,10 @@ std::map<std::string, std::string> parse_metadata(const std::string& path, const
   return metadata;
 }
 
-void write_all(int fd, const std::string& path, const void* data, size_t nbytes) {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  while (nbytes > 0) {
-    const ssize_t written = ::write(fd, bytes, nbytes);
-    if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) fail("cannot write '", path, "': ", std::strerror(errno));
-    bytes += written;
-    nbytes -= static_cast<size_t>(written);
-  }
-}
-
-// Builds the padded header text; validates every tensor first so a bad call creates no file.
+// The length field and the padded header text; validates every tensor first so a bad call creates no file.
 // `with_data`: the tensors carry their bytes (write_safetensors), so a null pointer is an error.
-std::string build_header(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                         const std::map<std::string, std::string>& metadata, bool with_data) {
+std::string build_head(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata, bool with_data) {
   ordered_json header = ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::unordered_set<std::string> seen;
@@ -170,29 +153,20 @@ std::string build_header(const std::string& path, const std::vector<TensorToWrit
     fail_in_file(path, "cannot encode the header: ", error.what());
   }
   text.append((8 - text.size() % 8) % 8, ' ');
-  return text;
+  std::string head(8, '\0');
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  return head + text;
 }
 
-void fsync_directory(const std::string& path) {
-  std::string folder = std::filesystem::path(path).parent_path().string();
-  if (folder.empty()) folder = ".";
-  FdGuard dir{::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
-  if (dir.fd < 0 || ::fsync(dir.fd) != 0) fail("cannot sync folder '", folder, "' after writing '", path, "': ",
-                                               std::strerror(errno));
-}
-
-// Writes length + header, then lets `write_data(fd, temp)` write the data section; fsync, rename, fsync the folder.
-void write_file_atomically(const std::string& path, const std::string& header,
+// Writes `head` (length + header), then lets `write_data(fd, temp)` write the data section; fsync, rename, fsync the
+// folder.
+void write_file_atomically(const std::string& path, const std::string& head,
                            const std::function<void(int fd, const std::string& temp)>& write_data) {
-  unsigned char length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(static_cast<uint64_t>(header.size()) >> (8 * i));
-
   const std::string temp = path + ".tmp";
   try {
     FdGuard file{::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
     if (file.fd < 0) fail("cannot create '", temp, "': ", std::strerror(errno));
-    write_all(file.fd, temp, length, sizeof length);
-    write_all(file.fd, temp, header.data(), header.size());
+    write_all(file.fd, temp, head.data(), head.size());
     write_data(file.fd, temp);
     if (::fsync(file.fd) != 0) fail("cannot sync '", temp, "': ", std::strerror(errno));
     if (::close(std::exchange(file.fd, -1)) != 0) fail("cannot close '", temp, "': ", std::strerror(errno));
@@ -202,7 +176,8 @@ void write_file_atomically(const std::string& path, const std::string& header,
     ::unlink(temp.c_str());
     throw;
   }
-  fsync_directory(path);
+  const std::string folder = std::filesystem::path(path).parent_path().string();
+  fsync_path(folder.empty() ? "." : folder);
 }
 
 }  // namespace
@@ -337,29 +312,15 @@ void advise_mapped(const void* data, size_t nbytes, MapAdvice advice) {
 
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  const std::string header = build_header(path, tensors, metadata, /*with_data=*/true);
-  write_file_atomically(path, header, [&](int fd, const std::string& temp) {
+  const std::string head = build_head(path, tensors, metadata, /*with_data=*/true);
+  write_file_atomically(path, head, [&](int fd, const std::string& temp) {
     for (const TensorToWrite& tensor : tensors) write_all(fd, temp, tensor.data, tensor.nbytes);
   });
 }
 
-void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                                 const std::map<std::string, std::string>& metadata, const TensorBytesProducer& produce,
-                                 size_t buffer_bytes) {
-  const std::string header = build_header(path, tensors, metadata, /*with_data=*/false);
-  const size_t piece_limit = std::max<size_t>(buffer_bytes / 8 * 8, 8);  // a multiple of every element size
-  size_t largest = 0;
-  for (const TensorToWrite& tensor : tensors) largest = std::max(largest, tensor.nbytes);
-  std::vector<unsigned char> buffer(std::min(largest, piece_limit));
-  write_file_atomically(path, header, [&](int fd, const std::string& temp) {
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      for (size_t at = 0; at < tensors[i].nbytes; at += piece_limit) {
-        const size_t piece = std::min(piece_limit, tensors[i].nbytes - at);
-        produce(i, at, piece, buffer.data());
-        write_all(fd, temp, buffer.data(), piece);
-      }
-    }
-  });
+std::string safetensors_head(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                             const std::map<std::string, std::string>& metadata) {
+  return build_head(path, tensors, metadata, /*with_data=*/false);
 }
 
 ordered_json parse_json_strict(const std::string& text, const std::string& context) {

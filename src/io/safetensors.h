@@ -10,7 +10,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -116,14 +115,12 @@ struct TensorToWrite {
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-// write_safetensors without holding the tensors' bytes: `tensors` give names, dtypes, shapes and nbytes (data is
-// ignored), and `produce(tensor, byte_offset, nbytes, dst)` fills bytes [byte_offset, byte_offset + nbytes) of tensor
-// `tensor` into dst, in order, in pieces of at most `buffer_bytes` (byte_offset and nbytes are multiples of the element
-// size). One buffer of that size is all the memory it takes. Same validation, temporary file and rename.
-using TensorBytesProducer = std::function<void(size_t tensor, size_t byte_offset, size_t nbytes, unsigned char* dst)>;
-void write_safetensors_streaming(const std::string& path, const std::vector<TensorToWrite>& tensors,
-                                 const std::map<std::string, std::string>& metadata, const TensorBytesProducer& produce,
-                                 size_t buffer_bytes = size_t{32} << 20);
+// The bytes write_safetensors writes before the data: the u64 little-endian header length, then the header JSON padded
+// with spaces to a multiple of 8 bytes, for `tensors` back to back in the given order (their data is not read). Validates
+// as write_safetensors does; errors name `path`. The cooperative writer (io/checkpoint_writer.h) writes this, then
+// places each tensor at its offset: 8 + header + the sum of the nbytes before it.
+std::string safetensors_head(const std::string& path, const std::vector<TensorToWrite>& tensors,
+                             const std::map<std::string, std::string>& metadata);
 
 // Parses JSON like nlohmann::ordered_json::parse (object keys keep file order) but also rejects duplicate keys in any object,
 // which nlohmann would silently collapse. Errors read "<context> is not valid JSON: ..." / "<context> has the key 'k' twice".

@@ -1,7 +1,6 @@
 // Why: see train_state.h.
 #include "train/train_state.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/checkpoint_writer.h"
 #include "io/safetensors.h"
 
 namespace moetune {
@@ -24,14 +24,6 @@ namespace {
 
 constexpr const char* kFormat = "moetune-train-state";
 constexpr int kVersion = 1;
-
-void fsync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) fail(path.string(), ": cannot open to sync it to disk");
-  const int result = ::fsync(fd);
-  ::close(fd);
-  if (result != 0) fail(path.string(), ": cannot sync to disk");
-}
 
 // The step of a folder named exactly "step-<digits>"; -1 for anything else (staging and aside folders included).
 long step_of(const std::string& name) {
@@ -152,75 +144,55 @@ std::string write_checkpoint(const std::string& checkpoints, const Model& model,
   if (state.exp_avg.size() != floats || state.exp_avg_sq.size() != floats)
     fail("checkpoint: optimizer moments of ", state.exp_avg.size(), " and ", state.exp_avg_sq.size(),
          " values do not match the model's ", floats);
+  CheckpointWriteOptions with_source = options;
+  if (with_source.copy_files_from.empty()) with_source.copy_files_from = model.source_folder();
+  const std::vector<HeldRun> held = {{SourceArena::Params, 0, floats, model.params()},
+                                     {SourceArena::ExpAvg, 0, floats, state.exp_avg.data()},
+                                     {SourceArena::ExpAvgSq, 0, floats, state.exp_avg_sq.data()}};
+  return write_checkpoint(checkpoints, model.config(), held, state.step, std::move(record), with_source, SaveRanks{});
+}
+
+std::string write_checkpoint(const std::string& checkpoints, const ModelConfig& config,
+                             const std::vector<HeldRun>& held, long step, CheckpointRecord record,
+                             const CheckpointWriteOptions& options, const SaveRanks& ranks) {
   if (options.keep_last < 0) fail("checkpoint: keep_last is ", options.keep_last, ", must be >= 0");
-  record.step = state.step;
+  record.step = step;
+  const ParamLayout layout(config);
+  SaveOptions weights;  // fp32, per-expert: the exact weights, in a folder Transformers loads
+  weights.copy_files_from = options.copy_files_from;
+  FolderPlan plan = plan_hf_checkpoint(config, layout, weights);
+  std::vector<SourcedTensor> moments;
+  moments.reserve(2 * layout.params().size());
+  for (const auto& [prefix, arena] : {std::pair{"exp_avg.", SourceArena::ExpAvg}, std::pair{"exp_avg_sq.", SourceArena::ExpAvgSq}})
+    for (const ParamInfo& info : layout.params())
+      moments.push_back({prefix + info.name, DType::F32, info.shape, arena, info.offset, info.numel});
+  plan.tensor_files.push_back(
+      plan_tensor_file(kTrainStateTensors, moments, {{"format", kFormat}, {"step", std::to_string(step)}}));
+  plan.text_files.emplace_back(kTrainStateJson, options_json(record).dump(2) + "\n");
+
   const fs::path root = fs::absolute(fs::path(checkpoints)).lexically_normal();
-  std::error_code error;
-  fs::create_directories(root, error);
-  if (error) fail(root.string(), ": cannot create checkpoints folder: ", error.message());
-  remove_leftovers(root);
-
-  const std::string name = checkpoint_folder_name(state.step);
-  const fs::path target = root / name;
-  const fs::path staging = root / (name + ".tmp-" + std::to_string(::getpid()));
-  fs::remove_all(staging, error);
-  auto after = [&](const char* file) {
-    if (options.after_file) options.after_file(file);
+  FolderHooks hooks;
+  hooks.before = [&](const std::string&) {
+    std::error_code error;
+    fs::create_directories(root, error);
+    if (error) fail(root.string(), ": cannot create checkpoints folder: ", error.message());
+    remove_leftovers(root);
   };
-  try {
-    model.save_pretrained(staging.string());  // fp32, per-expert: exact weights; creates `staging` (atomically)
-    after("model.safetensors");
-
-    std::vector<TensorToWrite> tensors;
-    tensors.reserve(2 * model.layout().params().size());
-    for (const auto& [prefix, moments] : {std::pair{"exp_avg.", &state.exp_avg}, std::pair{"exp_avg_sq.", &state.exp_avg_sq}})
-      for (const ParamInfo& info : model.layout().params())
-        tensors.push_back({prefix + info.name, DType::F32, info.shape, moments->data() + info.offset, info.numel * sizeof(float)});
-    write_safetensors((staging / kTrainStateTensors).string(), tensors,
-                      {{"format", kFormat}, {"step", std::to_string(state.step)}});
-    after(kTrainStateTensors);
-
-    const fs::path json_path = staging / kTrainStateJson;
-    {
-      std::ofstream out(json_path, std::ios::trunc);
-      out << options_json(record).dump(2) << "\n";
-      out.close();
-      if (!out) fail(json_path.string(), ": write failed");
-    }
-    fsync_path(json_path);
-    after(kTrainStateJson);
-    fsync_path(staging);
-
-    // A checkpoint of the same step (a rewound timeline) is replaced: moved aside, the new one renamed in, the old
-    // one deleted.
-    const fs::path previous = root / (name + ".old-" + std::to_string(::getpid()));
-    const bool had_previous = fs::exists(target);
-    if (had_previous) {
-      fs::remove_all(previous, error);
-      fs::rename(target, previous, error);
-      if (error) fail(target.string(), ": cannot move the previous checkpoint aside: ", error.message());
-    }
-    fs::rename(staging, target, error);
-    if (error) {
-      if (had_previous) fs::rename(previous, target, error);
-      fail(target.string(), ": cannot move the new checkpoint into place: ", error.message());
-    }
-    fsync_path(root);
-    if (had_previous) fs::remove_all(previous, error);
-  } catch (...) {
-    fs::remove_all(staging, error);
-    throw;
-  }
-
-  // Prune only now that the new checkpoint is complete.
-  std::map<long, fs::path> existing = step_folders(root);
-  for (auto it = existing.upper_bound(state.step); it != existing.end(); ++it) remove_checkpoint(it->second);
-  existing.erase(existing.upper_bound(state.step), existing.end());
-  if (options.keep_last > 0)
-    while (existing.size() > static_cast<size_t>(options.keep_last)) {
-      remove_checkpoint(existing.begin()->second);
-      existing.erase(existing.begin());
-    }
+  // Prune only once the new checkpoint is in place: any later step (a timeline abandoned when an earlier checkpoint
+  // was resumed), then the oldest beyond keep_last.
+  hooks.after = [&](const std::string&) {
+    std::map<long, fs::path> existing = step_folders(root);
+    for (auto it = existing.upper_bound(step); it != existing.end(); ++it) remove_checkpoint(it->second);
+    existing.erase(existing.upper_bound(step), existing.end());
+    if (options.keep_last > 0)
+      while (existing.size() > static_cast<size_t>(options.keep_last)) {
+        remove_checkpoint(existing.begin()->second);
+        existing.erase(existing.begin());
+      }
+  };
+  hooks.after_file = options.after_file;
+  const fs::path target = root / checkpoint_folder_name(step);
+  write_folder(target.string(), plan, held, ranks, hooks);
   return target.string();
 }
 

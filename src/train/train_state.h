@@ -9,10 +9,15 @@
 //                              caller's own record (the CLI keeps its options there)
 // The format is device-neutral: a GPU trainer with bf16 states widens them to fp32 when it saves.
 //
-// Atomicity: checkpoints/step-<N>/ is written as step-<N>.tmp-<pid>/, every file and the folder fsynced, then renamed;
-// so a folder named step-<N> is always complete, and a crash leaves at most a *.tmp-* folder (removed by the next
-// save). Older checkpoints beyond keep_last go only after the new one is in place, renamed aside (*.old-<pid>) before
-// they are deleted, so even an interrupted deletion never leaves a broken step-<N>.
+// Atomicity: checkpoints/step-<N>/ is written as step-<N>.tmp-<pid>/, every file and the folder fsynced, then renamed
+// (io/checkpoint_writer.h); so a folder named step-<N> is always complete, and a crash leaves at most a *.tmp-* folder
+// (removed by the next save). Older checkpoints beyond keep_last go only after the new one is in place, renamed aside
+// (*.old-<pid>) before they are deleted, so even an interrupted deletion never leaves a broken step-<N>.
+//
+// Several ranks (expert parallelism: each GPU holds its experts' weights and moments) write one checkpoint together,
+// each its own values at their offsets, with no rank gathering the whole model (io/checkpoint_writer.h; the folder
+// must then be on a filesystem every node sees); rank 0 writes trainer_state.json, renames and prunes. The result is
+// the same folder, byte for byte, as one process writes, so any checkpoint resumes on any number of ranks.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +27,7 @@
 #include <string>
 
 #include "api/model.h"
+#include "io/checkpoint_writer.h"
 #include "train/trainer.h"
 
 namespace moetune {
@@ -51,7 +57,11 @@ struct CheckpointRecord {
 
 struct CheckpointWriteOptions {
   int keep_last = 3;  // checkpoints kept (the new one included); 0 keeps all
-  // Called after each file of the step folder is complete, with its name (tests pause here to interrupt a save).
+  // A model folder whose tokenizer and generation files are copied along (SaveOptions::copy_files_from); may be empty.
+  // Writing a Model, empty means the model's source folder.
+  std::string copy_files_from;
+  // Called (on rank 0) after each file of the step folder is complete, with its name (tests pause here to interrupt a
+  // save).
   std::function<void(const std::string& file)> after_file;
 };
 
@@ -65,6 +75,14 @@ inline constexpr const char* kTrainStateJson = "trainer_state.json";
 // by a timeline abandoned when an earlier checkpoint was resumed). Returns the new folder's path.
 std::string write_checkpoint(const std::string& checkpoints, const Model& model, const TrainState& state,
                              CheckpointRecord record, const CheckpointWriteOptions& options = {});
+
+// The same checkpoint of step `step` written by several ranks (io/checkpoint_writer.h; collective): every rank passes
+// the values it writes of the weights and both moments (SourceArena::Params / ExpAvg / ExpAvgSq runs of the full layout of
+// `config`; together they cover every parameter once), and the same record (rank 0's is written). Returns the new
+// folder's path on every rank.
+std::string write_checkpoint(const std::string& checkpoints, const ModelConfig& config,
+                             const std::vector<HeldRun>& held, long step, CheckpointRecord record,
+                             const CheckpointWriteOptions& options, const SaveRanks& ranks);
 
 // The step folder `path` designates: a step folder itself (it holds trainer_state.json or config.json), a checkpoints
 // folder (its highest step-<N>), or a run folder (the highest step-<N> of its checkpoints/). Throws Error naming

@@ -1,11 +1,12 @@
 // Why: `moetune launch --nproc 2 -- train --device cuda --ep 2 --batch-size 1` must be the one-GPU run with
 // --batch-size 2, seen from outside: the same losses and validation losses step by step, a final Hugging Face model with
-// every expert (gathered from both ranks) holding the same weights, and checkpoints that hold every expert's weights and
+// every expert (written by both ranks) holding the same weights, and checkpoints that hold every expert's weights and
 // moments, so that an EP=2 checkpoint resumes on one GPU and a one-GPU checkpoint on two. The same for --dp 2. Every
 // token goes to every expert (top_k = E) so that bf16 rounding differences between a batch of 2 and two batches of 1
 // cannot flip a routing decision and hide a difference (see test_cuda_parallel_training.cpp). With --zero 1 (and
 // --recipe mixed, whose fp32 master weights are sharded too) the same holds: saving gathers the sharded optimizer state
-// and master weights, and the checkpoints resume with and without ZeRO.
+// and master weights, and the checkpoints resume with and without ZeRO. Saves are written by both ranks together; with
+// the weights left unchanged (--lr 0) they are the one-GPU folders byte for byte.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -95,6 +96,19 @@ struct CliLayout {
   bool zero = false;  // --zero 1 --recipe mixed
 };
 
+// The options of the launch (never taken from a checkpoint): the layout and ZeRO.
+std::string layout_flags(const CliLayout& cli) {
+  return " --ep " + std::to_string(cli.ep) + " --dp " + std::to_string(cli.dp) + (cli.zero ? " --zero 1" : "");
+}
+
+// `flags` on one GPU with --batch-size 2 into one/ (a test failure unless it succeeds), then on two with the layout and
+// --batch-size 1 into two/; returns the two-GPU run.
+CommandResult train_on_one_and_two(const TempFolder& temp, const CliLayout& cli, const std::string& flags) {
+  const CommandResult one = moetune(temp, flags + " --batch-size 2 --output one");
+  EXPECT_EQ(one.status, 0) << describe(one);
+  return moetune(temp, "launch --nproc 2 -- " + flags + layout_flags(cli) + " --batch-size 1 --output two");
+}
+
 class CudaParallelTrainCli : public ::testing::TestWithParam<CliLayout> {};
 
 TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
@@ -105,12 +119,8 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   const std::string flags = "train --device cuda --model model --data train.bin --eval-data eval.bin --seq-len 32 "
                             "--steps " + std::to_string(kSteps) + " --warmup 1 --lr 1e-3 --aux-loss off "
                             "--save-every 3 --eval-every 3 --eval-batches 4" + (zero ? " --recipe mixed" : "");
-  // Per launch (never taken from a checkpoint): the layout and ZeRO.
-  const std::string layout = " --ep " + std::to_string(ep) + " --dp " + std::to_string(dp) + (zero ? " --zero 1" : "");
-
-  const CommandResult one = moetune(temp, flags + " --batch-size 2 --output one");
-  ASSERT_EQ(one.status, 0) << describe(one);
-  const CommandResult two = moetune(temp, "launch --nproc 2 -- " + flags + layout + " --batch-size 1 --output two");
+  const std::string layout = layout_flags(GetParam());
+  const CommandResult two = train_on_one_and_two(temp, GetParam(), flags);
   ASSERT_EQ(two.status, 0) << describe(two);
   // Rank 1 stays silent; rank 0 reports the layout.
   EXPECT_EQ(two.err.find("[rank 1]"), std::string::npos) << describe(two);
@@ -149,6 +159,36 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   const CommandResult odd = moetune(temp, "launch --nproc 2 -- train --resume one/checkpoints/step-3 --batch-size 2");
   EXPECT_NE(odd.status, 0);
   EXPECT_NE(odd.err.find("leave --batch-size out"), std::string::npos) << describe(odd);
+}
+
+// With --lr 0 the weights stay the model's own on every GPU, so the folders the two ranks write together (each its
+// experts and a share of the replicated tensors, io/checkpoint_writer.h) must be the one-GPU folders byte for byte: the
+// final model (bf16, fused layout) and the checkpoint's weights (f32, per expert) and config. The checkpoint's moments
+// come from gradients, equal within bf16 rounding only: the same tensors, shapes and file layout.
+TEST_P(CudaParallelTrainCli, TwoGpusWriteTheOneGpuFoldersByteForByte) {
+  SKIP_WITHOUT_GPUS(2);
+  TempFolder temp;
+  write_inputs(temp);
+  const CommandResult two = train_on_one_and_two(
+      temp, GetParam(),
+      std::string("train --device cuda --model model --data train.bin --seq-len 32 --steps 1 --warmup 0 --lr 0 ") +
+          "--aux-loss off --save-every 1 --save-layout fused" + (GetParam().zero ? " --recipe mixed" : ""));
+  ASSERT_EQ(two.status, 0) << describe(two);
+  for (const std::string file : {"final/model.safetensors", "final/config.json", "checkpoints/step-1/model.safetensors",
+                                 "checkpoints/step-1/config.json"})
+    EXPECT_TRUE(test_util::read_text(temp.file("two/" + file)) == test_util::read_text(temp.file("one/" + file)))
+        << file << " differs";
+  const std::string state = std::string("checkpoints/step-1/") + kTrainStateTensors;
+  const SafetensorsFile a = SafetensorsFile::open(temp.file("two/" + state)), b = SafetensorsFile::open(temp.file("one/" + state));
+  EXPECT_EQ(a.mapping_size(), b.mapping_size());
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (size_t i = 0; i < a.tensors().size(); ++i) {
+    EXPECT_EQ(a.tensors()[i].name, b.tensors()[i].name);
+    EXPECT_EQ(a.tensors()[i].shape, b.tensors()[i].shape) << a.tensors()[i].name;
+    EXPECT_EQ(a.tensors()[i].data - a.mapping(), b.tensors()[i].data - b.mapping()) << a.tensors()[i].name;
+  }
+  EXPECT_EQ(test_util::staging_leftovers(temp.file("two")), std::vector<std::string>{});
+  EXPECT_EQ(test_util::staging_leftovers(temp.file("two/checkpoints")), std::vector<std::string>{});
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, CudaParallelTrainCli,

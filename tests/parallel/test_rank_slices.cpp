@@ -1,6 +1,7 @@
 // Why: a multi-GPU `moetune train` is only the single-GPU run of the global batch if every rank takes exactly its rows
 // of each global batch (a row seen twice or lost would not show in a loss curve), and its checkpoints are only right if
-// the experts cut out of a full arena and put back from the ranks' pieces land where they came from. Both are checked
+// the experts cut out of a full arena land where they came from, and the parts the ranks write of a save cover every
+// element once. Both are checked
 // exactly here, without GPUs: rows by their token values, arenas by element indices, with pieces that straddle
 // parameters and a model whose shared expert must not be taken for a routed one.
 #include <gtest/gtest.h>
@@ -104,7 +105,7 @@ ModelConfig shared_expert_config() {
   return parse_config(j, "rank slices test config (qwen2_moe)");
 }
 
-TEST(ShardArenas, SlicesAndGatheredPiecesRebuildTheFullArena) {
+TEST(ShardArenas, SlicesAndTheRunsTheRanksWriteRebuildTheFullArena) {
   for (const ModelConfig& full : {builtin_tiny_config(), shared_expert_config()}) {
     SCOPED_TRACE(full.architecture);
     const ParamLayout full_layout(full);
@@ -132,33 +133,44 @@ TEST(ShardArenas, SlicesAndGatheredPiecesRebuildTheFullArena) {
             ASSERT_EQ(shards[q][p.offset + i], arena[whole->offset + skip + i]) << p.name << " element " << i;
         }
       }
-      // Rank 0's view of a gather: pieces of 37 elements of every rank, placed in a zeroed arena.
+      // What the EP ranks write in a save (their held runs, read from their shards) lands every element once.
       std::vector<float> rebuilt(arena.size(), 0.0f);
-      const size_t piece = 37;
-      for (size_t begin = 0; begin < shards[0].size(); begin += piece) {
-        const size_t count = std::min(piece, shards[0].size() - begin);
-        for (int q = 0; q < ep; ++q)
-          cli::place_shard_piece(runs[q], shards[q].data() + begin, begin, count, rebuilt.data(), q != 0);
-      }
+      std::vector<int> writes(arena.size(), 0);
+      for (int q = 0; q < ep; ++q)
+        for (const HeldRun& run : cli::held_runs(cli::written_runs(runs[q], q, ep), shards[q].data(), nullptr, nullptr)) {
+          ASSERT_EQ(run.arena, SourceArena::Params);
+          for (size_t i = 0; i < run.count; ++i) {
+            rebuilt[run.offset + i] = run.data[i];
+            ++writes[run.offset + i];
+          }
+        }
       EXPECT_EQ(rebuilt, arena);
+      for (const ParamInfo& p : full_layout.params())
+        for (size_t i = 0; i < p.numel; ++i) ASSERT_EQ(writes[p.offset + i], 1) << p.name << " element " << i;
     }
   }
 }
 
-TEST(ShardArenas, ExpertsOnlyLeavesTheReplicatedParameters) {
+TEST(ShardArenas, EachRankWritesItsExpertsAndAnEvenShareOfTheReplicatedParameters) {
   const ModelConfig full = shared_expert_config();
-  const ModelConfig shard = parallel::expert_shard_config(full, 4, 4);
-  const std::vector<ShardRun> runs = cli::shard_runs(full, shard);
-  std::vector<float> local(ParamLayout(shard).total_floats(), 1.0f);
-  std::vector<float> out(ParamLayout(full).total_floats(), 0.0f);
-  cli::place_shard_piece(runs, local.data(), 0, local.size(), out.data(), true);
-  const ParamLayout layout(full);
-  for (const ParamInfo& p : layout.params()) {
-    const bool expert = p.name.find("mlp.experts.") != std::string::npos;
-    const float first = out[p.offset], last = out[p.offset + p.numel - 1];
-    EXPECT_EQ(first, 0.0f) << p.name << (expert ? ": experts 0-3 belong to another rank" : ": replicated");
-    EXPECT_EQ(last, expert ? 1.0f : 0.0f) << p.name;
+  for (const int ep : {1, 2, 4, 8}) {
+    SCOPED_TRACE(ep);
+    const int per = full.num_experts / ep;
+    size_t replicated = 0, shares = 0;
+    for (int q = 0; q < ep; ++q) {
+      const std::vector<ShardRun> runs = cli::shard_runs(full, parallel::expert_shard_config(full, q * per, per));
+      size_t held_experts = 0, written_experts = 0, share = 0;
+      replicated = 0;
+      for (const ShardRun& run : runs) (run.expert ? held_experts : replicated) += run.count;
+      for (const ShardRun& run : cli::written_runs(runs, q, ep)) (run.expert ? written_experts : share) += run.count;
+      EXPECT_EQ(written_experts, held_experts) << "rank " << q << " writes all of its experts";
+      EXPECT_GE(share, replicated / static_cast<size_t>(ep)) << "rank " << q;
+      EXPECT_LE(share, replicated / static_cast<size_t>(ep) + 1) << "rank " << q;
+      shares += share;
+    }
+    EXPECT_EQ(shares, replicated);
   }
+  EXPECT_THROW(cli::written_runs({}, 2, 2), Error);
 }
 
 }  // namespace
