@@ -119,7 +119,8 @@ fi
 if [ "$what" = checkpoints ]; then
   # Load speed of the Qwen3-30B-A3B slice written by Transformers (disk, Transformers to the GPU, moetune to the GPU
   # and to the host), then a bf16 round trip: moetune trains one step on the GPU from that checkpoint and saves bf16;
-  # moetune's CPU engine and Transformers both compute logits from the saved files.
+  # moetune's CPU engine and Transformers both compute logits from the saved files. On two GPUs, the round trip again
+  # with EP=2 (the checkpoint written by both ranks).
   slice=/tmp/moetune_load_speed/qwen3-slice
   $python tools/hf_check/load_speed.py --folder "$slice" --load-benchmark build/load_benchmark \
     > "$out/load_speed.json" 2> "$out/load_speed.log"
@@ -138,6 +139,22 @@ if [ "$what" = checkpoints ]; then
     record "Transformers loads moetune's bf16 Qwen3 slice" "same logits ($(tail -1 "$out/slice_roundtrip.log" | python3 -c "import json,sys;print(f\"max rel error {json.loads(sys.stdin.read())['max_rel_error']:.1e}\")"))"
   else
     tail -5 "$out/slice_roundtrip.log"; record "Transformers loads moetune's bf16 Qwen3 slice" "FAIL (see slice_roundtrip.log)"
+  fi
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    # The same round trip with EP=2: both ranks write their experts into the one bf16 checkpoint (cooperative save);
+    # the peak host memory of the largest process is what one rank needed.
+    rm -rf /tmp/slice_ep2
+    if /usr/bin/time -v build/moetune launch --nproc 2 -- train --device cuda --ep 2 --model "$slice" \
+         --data /tmp/slice_tokens.jsonl --steps 1 --seq-len 64 --batch-size 2 --lr 1e-4 --output /tmp/slice_ep2 \
+         > "$out/slice_ep2.log" 2>&1 &&
+       build/moetune eval --model /tmp/slice_ep2/final --data /tmp/slice_tokens.jsonl --seq-len 64 --batch-size 1 \
+         --dump-logits /tmp/slice_ep2_logits.safetensors >> "$out/slice_ep2.log" 2>&1 &&
+       $python tools/hf_check/check_moetune_checkpoint.py /tmp/slice_ep2/final /tmp/slice_ep2_logits.safetensors \
+         >> "$out/slice_ep2.log" 2>&1; then
+      record "EP=2 cooperative bf16 save of the slice" "same logits in Transformers; peak host RSS $(awk '/Maximum resident/ {printf "%.1f GB", $6 / 1e6}' "$out/slice_ep2.log")"
+    else
+      tail -5 "$out/slice_ep2.log"; record "EP=2 cooperative bf16 save of the slice" "FAIL (see slice_ep2.log)"
+    fi
   fi
 fi
 
