@@ -13,6 +13,14 @@ void check_layout(const char* what, const parallel::NcclComm& comm, const parall
     fail(what, ": a shard layout of ", layout.ranks, " ranks on a communicator of ", comm.size());
 }
 
+// The arena's rank-th shard becomes the reduction (op) of every rank's arena over comm.
+void reduce_scatter_in_place(const char* what, const parallel::NcclComm& comm, bf16* arena,
+                             const parallel::ShardLayout& layout, ncclRedOp_t op, cudaStream_t stream) {
+  check_layout(what, comm, layout);
+  if (layout.shard == 0) return;
+  comm.reduce_scatter(arena, arena + layout.begin(comm.rank()), layout.shard, op, stream);
+}
+
 }  // namespace
 
 void all_reduce_mean(const parallel::NcclComm& comm, bf16* grads, size_t count, cudaStream_t stream) {
@@ -29,18 +37,12 @@ void all_reduce_mean_fp32(const parallel::NcclComm& comm, bf16* grads, float* sc
 
 void reduce_scatter_mean(const parallel::NcclComm& comm, bf16* arena, const parallel::ShardLayout& layout,
                          cudaStream_t stream) {
-  check_layout("reduce_scatter_mean", comm, layout);
-  if (layout.shard == 0) return;
-  bf16* shard = arena + layout.begin(comm.rank());
-  comm.reduce_scatter(arena, shard, layout.shard, ncclAvg, stream);
+  reduce_scatter_in_place("reduce_scatter_mean", comm, arena, layout, ncclAvg, stream);
 }
 
 void reduce_scatter_sum(const parallel::NcclComm& comm, bf16* arena, const parallel::ShardLayout& layout,
                         cudaStream_t stream) {
-  check_layout("reduce_scatter_sum", comm, layout);
-  if (layout.shard == 0) return;
-  bf16* shard = arena + layout.begin(comm.rank());
-  comm.reduce_scatter(arena, shard, layout.shard, ncclSum, stream);
+  reduce_scatter_in_place("reduce_scatter_sum", comm, arena, layout, ncclSum, stream);
 }
 
 void reduce_scatter_mean_fp32(const parallel::NcclComm& comm, const bf16* grads, float* scratch,
