@@ -19,6 +19,7 @@
 
 #include "api/model.h"
 #include "cli/rank_slices.h"
+#include "ep_test_models.h"
 #include "io/checkpoint_writer.h"
 #include "io/hf_checkpoint.h"
 #include "io/safetensors.h"
@@ -153,31 +154,12 @@ void expect_no_errors(const std::vector<std::string>& errors) {
   for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
 }
 
-// Random weights of configs with 8 experts (EP 1, 2 and 4 divide them): the built-in tiny Qwen3-MoE (a dense layer),
-// Qwen2-MoE (shared experts, replicated) and Mixtral (block_sparse_moe names).
-std::vector<ModelConfig> test_configs() {
-  std::vector<ModelConfig> configs = {builtin_tiny_config()};
-  for (const auto& [family, field] : {std::pair{"qwen2_moe", "num_experts"}, std::pair{"mixtral", "num_local_experts"}}) {
-    nlohmann::json json = test_util::read_json(golden_folder(family) + "/config.json");
-    json[field] = 8;
-    configs.push_back(parse_config(json, std::string(family) + " test config"));
-  }
-  return configs;
-}
-
-std::vector<float> random_values(size_t count, uint64_t seed) {
-  std::mt19937_64 generator(seed);
-  std::vector<float> values(count);
-  for (float& value : values) value = static_cast<float>(static_cast<int64_t>(generator() % 2000001) - 1000000) * 1e-6f;
-  return values;
-}
-
 uint64_t model_bytes(const ModelConfig& config, DType dtype) {
   return ParamLayout(config).parameter_count() * static_cast<uint64_t>(dtype_size(dtype));
 }
 
 TEST(CooperativeSave, ModelFolderIsTheOneProcessFolderByteForByte) {
-  for (const ModelConfig& config : test_configs()) {
+  for (const ModelConfig& config : eight_expert_configs()) {
     const ParamLayout layout(config);
     const Model model = Model::from_config(config, 5);
     const FullArenas full{std::vector<float>(model.params(), model.params() + model.buffer_size()), {}, {}};

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "core/error.h"
 
@@ -42,6 +43,18 @@ Model Model::from_config(const ModelConfig& config, uint64_t seed) {
     float* row = model.weights().embed + static_cast<size_t>(config.padding_idx) * config.hidden_size;
     std::fill(row, row + config.hidden_size, 0.0f);
   }
+  return model;
+}
+
+Model::Model(const ModelConfig& config, std::vector<float> params)
+    : config_(config), layout_(std::make_unique<ParamLayout>(config_)), params_(std::move(params)) {
+  if (params_.size() != layout_->total_floats())
+    fail("Model: ", params_.size(), " parameter values for a layout of ", layout_->total_floats());
+}
+
+Model Model::from_values(const ModelConfig& config, std::vector<float> params, std::string source_folder) {
+  Model model(config, std::move(params));
+  model.source_folder_ = std::move(source_folder);
   return model;
 }
 

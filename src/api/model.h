@@ -21,6 +21,10 @@ class Model {
   // Random initialisation as Transformers' _init_weights does it: matrices ~ N(0, initializer_range), norms = 1,
   // biases = 0 (same distribution, not the same numbers: the generator is moetune's own, seeded).
   static Model from_config(const ModelConfig& config, uint64_t seed);
+  // A model over values read elsewhere (a training checkpoint's weights, train/train_state.h), taken without a copy:
+  // `params` holds ParamLayout(config).total_floats() fp32 values (else Error), alignment gaps zero. source_folder:
+  // where they came from (its tokenizer files go along on save), "" for nowhere.
+  static Model from_values(const ModelConfig& config, std::vector<float> params, std::string source_folder = "");
 
   const ModelConfig& config() const { return config_; }
   const ParamLayout& layout() const { return *layout_; }
@@ -38,6 +42,7 @@ class Model {
 
  private:
   explicit Model(const ModelConfig& config);
+  Model(const ModelConfig& config, std::vector<float> params);  // params: the layout's size (else Error)
 
   ModelConfig config_;
   std::unique_ptr<ParamLayout> layout_;

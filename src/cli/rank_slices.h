@@ -1,10 +1,11 @@
 // Why: a multi-GPU `moetune train` gives each rank a slice of two things: its rows of every global batch (the data is
 // sharded over the whole world, docs/PARALLEL.md), and, with expert parallelism, its experts of every parameter arena
-// (weights, AdamW moments). Checkpoints and the final model speak the full layout, so a rank cuts its slice out of a
-// full arena when it resumes, and writes its part of the full checkpoint straight from its slice when it saves
-// (io/checkpoint_writer.h: no rank gathers the others'). These are plain functions of host memory, kept apart from
-// the NCCL calls so that the CPU tests can check them exactly. Header-only because the CLI's sources are not part of
-// the library the tests link.
+// (weights, AdamW moments). Checkpoints and the final model speak the full layout: a rank reads only its slice of a
+// checkpoint when it resumes (train/train_state.h read_checkpoint_values, checked against slice_to_shard of the full
+// arenas, which also cuts the built-in model), and writes its part of the full checkpoint straight from its slice when
+// it saves (io/checkpoint_writer.h: no rank gathers the others'). These are plain functions of host memory, kept apart
+// from the NCCL calls so that the CPU tests can check them exactly. Header-only because the CLI's sources are not part
+// of the library the tests link.
 #pragma once
 
 #include <algorithm>

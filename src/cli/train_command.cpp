@@ -18,9 +18,10 @@
 // weights and moments, and a share of the replicated ones, into the one full Hugging Face folder that rank 0 creates,
 // completes and renames, so no host holds more than its own GPU's arenas (the output folder must then be on a
 // filesystem every node sees). A checkpoint records the global batch, so it resumes on any number of GPUs (each rank
-// cutting its experts out of the full state) or on the CPU. --zero 1 shards the optimizer state over the ranks sharing
-// each parameter (ZeRO-1, gpu/gpu_trainer.h); checkpoints still hold the full state (every rank takes part in
-// gathering its replica's shards), so --zero, like --ep/--dp, is chosen anew by each launch.
+// reading only its experts and the replicated tensors of it, train/train_state.h) or on the CPU. --zero 1 shards the
+// optimizer state over the ranks sharing each parameter (ZeRO-1, gpu/gpu_trainer.h); checkpoints still hold the full
+// state (every rank takes part in gathering its replica's shards), so --zero, like --ep/--dp, is chosen anew by each
+// launch.
 #include <signal.h>
 #include <unistd.h>
 
@@ -292,7 +293,7 @@ std::string run_folder_of(const std::string& step_folder) {
 
 // --batch-size of a run resumed on `world` processes: the checkpoint's global batch (CheckpointRecord::batch_size, rows
 // per micro-batch over every rank) split evenly over them.
-std::string resumed_batch_size(const Args& given, const LoadedCheckpoint& checkpoint, int world) {
+std::string resumed_batch_size(const Args& given, const CheckpointInfo& checkpoint, int world) {
   const long global = checkpoint.record.batch_size;
   if (given.given("batch-size")) {
     const long rows = given.integer("batch-size");
@@ -311,7 +312,7 @@ std::string resumed_batch_size(const Args& given, const LoadedCheckpoint& checkp
 
 // The options of a resumed run: the checkpoint's, with the given ones that may change (and --output defaulting to the
 // checkpoint's run folder), parsed as a command line of their own. world: the processes of this run.
-Args resumed_args(const Args& given, const LoadedCheckpoint& checkpoint, int world) {
+Args resumed_args(const Args& given, const CheckpointInfo& checkpoint, int world) {
   const nlohmann::json& run = checkpoint.record.run;
   if (!run.contains("options") || !run["options"].is_object())
     fail(checkpoint.folder, "/", kTrainStateJson, ": field \"run.options\" is missing (not written by moetune train)");
@@ -391,11 +392,12 @@ int train_command(int argc, char** argv) {
   const int world = group.world_size;
   const bool rank0 = group.rank == 0;  // the one that prints, logs and writes
 
-  // --resume: the checkpoint (weights, optimizer state, record) is read and validated first, and its options become
-  // this run's (see resumed_args). Every rank reads the whole checkpoint (host memory: 12 bytes per parameter).
-  std::optional<LoadedCheckpoint> checkpoint;
+  // --resume: the checkpoint is opened and validated first (its record, and every tensor header of its weights and
+  // optimizer state; no values yet), and its options become this run's (see resumed_args). Its values are read once
+  // this rank's layout is known (below).
+  std::optional<CheckpointInfo> checkpoint;
   if (args.given("resume")) {
-    checkpoint.emplace(load_checkpoint(args.text("resume")));
+    checkpoint.emplace(open_checkpoint(args.text("resume")));
     args = resumed_args(args, *checkpoint, world);
   }
   const long start_step = checkpoint ? checkpoint->record.step : 0;
@@ -466,13 +468,13 @@ int train_command(int argc, char** argv) {
   const fs::path output = args.text("output");
   if (rank0) prepare_output(output);
 
-  // The host fp32 copy of the model: the CPU engine trains it; the GPU one starts from it when there is one (the
-  // built-in model, a resumed checkpoint: exact fp32 master weights) and streams --model to the device itself otherwise.
+  // The host fp32 copy of the whole model: the CPU engine trains it; the GPU one starts from this rank's slice of the
+  // built-in model, and streams --model to the device itself. A resumed checkpoint is read below, in this rank's
+  // layout.
   std::optional<Model> host;
-  if (checkpoint) host.emplace(std::move(checkpoint->model));
-  else if (!args.given("model")) host.emplace(Model::from_config(builtin_tiny_config(), seed));
-  else if (device == "cpu") host.emplace(Model::from_pretrained(args.text("model")));
-  const ModelConfig config = host ? host->config() : load_config(args.text("model"));
+  if (!checkpoint && !args.given("model")) host.emplace(Model::from_config(builtin_tiny_config(), seed));
+  else if (!checkpoint && device == "cpu") host.emplace(Model::from_pretrained(args.text("model")));
+  const ModelConfig config = checkpoint ? checkpoint->config : host ? host->config() : load_config(args.text("model"));
   if (rank0)
     std::fprintf(stderr, "model: %s (%s), %zu parameters, %d layers, %d experts top-%d\n",
                  checkpoint ? checkpoint->folder.c_str()
@@ -489,6 +491,33 @@ int train_command(int argc, char** argv) {
   if (zero == 1 && world == 1)
     std::fprintf(stderr, "note: --zero 1 has no effect in a single process (nothing to shard the optimizer state "
                          "over); start several with `moetune launch --nproc N -- train ...`\n");
+
+  // The GPU trainer's starting weights, in this rank's layout (place.local_config()), and a resumed optimizer state.
+  // Resuming, each rank reads only what it holds of the checkpoint: its experts' weights and moments and the
+  // replicated tensors, straight into its layout (read_checkpoint_values): host memory 12 bytes per parameter of this
+  // rank, never the whole model's (one process, or --device cpu: the whole model, which it holds).
+  std::vector<float> start_params;
+  std::optional<TrainState> resumed_state;
+  if (checkpoint) {
+    LoadOptions load;  // several processes: progress lines in a terminal only, a summary below in any case
+    load.progress = rank0 && (world == 1 || ::isatty(STDERR_FILENO) != 0);
+    LoadReport report;
+    CheckpointValues values = read_checkpoint_values(*checkpoint, place.local_config(), load, &report);
+    checkpoint->files.reset();  // unmapped
+    if (rank0 && world > 1)
+      std::fprintf(stderr, "read %s: %.2f of its %.2f GB on rank 0 (%s) in %.1f s (%.2f GB/s)\n",
+                   checkpoint->folder.c_str(), static_cast<double>(report.bytes_read) / 1e9,
+                   static_cast<double>(report.bytes_total) / 1e9,
+                   place.local_config().experts_sharded() ? "its experts and the replicated tensors" : "everything",
+                   report.seconds, report.gb_per_s());
+    if (device == "cpu") host.emplace(Model::from_values(config, std::move(values.params), checkpoint->folder));
+    else start_params = std::move(values.params);
+    resumed_state.emplace(std::move(values.state));
+  } else if (device == "cuda" && host) {  // the built-in model: this rank's slice
+    start_params = slice_to_shard(shard_runs(config, place.local_config()), host->params(),
+                                  ParamLayout(place.local_config()).total_floats());
+    host.reset();
+  }
 
   // Every rank reads the same data; rank 0 first (it writes the demo corpus or builds the dataset cache), the others
   // once it has (they then read what it wrote).
@@ -527,8 +556,10 @@ int train_command(int argc, char** argv) {
   options.aux_loss = aux == "on" || (aux == "config" && config.output_router_logits);
 
   const std::string shuffle = args.text("shuffle");
-  std::unique_ptr<Runner> runner = make_runner(args, place, host ? &*host : nullptr, options, batch_size, seq_len);
-  if (device == "cuda") host.reset();  // uploaded: saves take the weights from the GPU (Runner::values_to_save)
+  const float* start_values = start_params.empty() ? nullptr : start_params.data();
+  std::unique_ptr<Runner> runner =
+      make_runner(args, place, host ? &*host : nullptr, start_values, options, batch_size, seq_len);
+  std::vector<float>().swap(start_params);  // uploaded: saves take the weights from the GPU (Runner::values_to_save)
   // Saves copy the tokenizer and generation files of --model along.
   const std::string tokenizer_source =
       args.given("model") && fs::is_directory(args.text("model")) ? args.text("model") : "";
@@ -550,7 +581,8 @@ int train_command(int argc, char** argv) {
     if (data.text && run.contains("data_cache_key") && run["data_cache_key"] != data.text->cache().key())
       fail(train_path, ": the tokenized data differs from the data the checkpoint ", checkpoint->folder,
            " was trained on (the data, tokenizer, chat template or template arguments changed since)");
-    runner->load_state(std::move(checkpoint->state));
+    runner->load_state(std::move(*resumed_state));
+    resumed_state.reset();
     sampler.seek(position.epoch, position.position);
     tokens_seen = record.tokens_seen;
     elapsed_before = record.elapsed_s;

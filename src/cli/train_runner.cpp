@@ -42,24 +42,21 @@ class CpuRunner : public Runner {
 #ifdef MOETUNE_HAVE_CUDA
 class GpuRunner : public Runner {
  public:
-  // host_params: fp32 parameters of the full layout to start from (exact master weights), or nullptr to stream
+  // start_params: fp32 parameters of this rank's layout to start from (exact master weights), or nullptr to stream
   // `model_folder` to the GPU (this rank's experts only).
-  GpuRunner(const RunPlace& place, const float* host_params, const std::string& model_folder,
+  GpuRunner(const RunPlace& place, const float* start_params, const std::string& model_folder,
             const TrainOptions& options, const cuda::GpuOptions& gpu, int batch_size, int seq_len)
       : place_(place),
-        sharded_(place.layout().ep > 1),
-        runs_(shard_runs(place.full_config(), place.local_config())),
-        written_(written_runs(runs_, place.layout().ep_rank(place.rank()), place.layout().ep)),
-        trainer_(place.local_config(), sharded_ && host_params ? shard_of(host_params).data() : host_params, options,
-                 gpu, batch_size, seq_len) {
-    std::vector<float>().swap(shard_params_);  // uploaded
-    if (!host_params) {
+        written_(written_runs(shard_runs(place.full_config(), place.local_config()),
+                              place.layout().ep_rank(place.rank()), place.layout().ep)),
+        trainer_(place.local_config(), start_params, options, gpu, batch_size, seq_len) {
+    if (!start_params) {
       LoadOptions load;
       load.progress = place.rank0() && ::isatty(STDERR_FILENO) != 0;
       const LoadReport report = trainer_.load_checkpoint(model_folder, load);
       if (place.rank0())
         std::fprintf(stderr, "loaded %s to the GPU%s: %.2f GB in %.1f s (%.2f GB/s)\n", model_folder.c_str(),
-                     sharded_ ? " (rank 0's experts)" : "", static_cast<double>(report.bytes_read) / 1e9,
+                     place.layout().ep > 1 ? " (rank 0's experts)" : "", static_cast<double>(report.bytes_read) / 1e9,
                      report.seconds, report.gb_per_s());
     }
   }
@@ -87,38 +84,21 @@ class GpuRunner : public Runner {
                             with_state ? values.exp_avg_sq.data() : nullptr);
     return values;
   }
-  void load_state(TrainState state) override {
-    if (!sharded_) return trainer_.import_state(state);
-    TrainState local;
-    local.step = state.step;
-    const size_t size = trainer_.layout().total_floats();
-    local.exp_avg = slice_to_shard(runs_, state.exp_avg.data(), size);
-    local.exp_avg_sq = slice_to_shard(runs_, state.exp_avg_sq.data(), size);
-    state = TrainState{};  // the full moments are no longer needed
-    trainer_.import_state(local);
-  }
+  void load_state(TrainState state) override { trainer_.import_state(state); }
 
  private:
   bool writes() const { return place_.layout().dp_rank(place_.rank()) == 0; }
-  // This rank's experts of a full-layout arena (kept alive until the trainer has uploaded it).
-  const std::vector<float>& shard_of(const float* full) {
-    shard_params_ = slice_to_shard(runs_, full, ParamLayout(place_.local_config()).total_floats());
-    return shard_params_;
-  }
 
   const RunPlace& place_;
-  bool sharded_;
-  std::vector<ShardRun> runs_;     // this rank's layout in the full one (every parameter whole without EP)
-  std::vector<ShardRun> written_;  // the part of runs_ this rank writes in a save (written_runs)
-  std::vector<float> shard_params_;  // (local layout) the starting weights, until uploaded
+  std::vector<ShardRun> written_;  // what this rank writes of a save (written_runs of its layout's runs)
   cuda::GpuTrainer trainer_;
 };
 #endif
 
 }  // namespace
 
-std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const TrainOptions& options,
-                                    int batch_size, int seq_len) {
+std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const float* start_params,
+                                    const TrainOptions& options, int batch_size, int seq_len) {
   const std::string device = args.text("device");
   if (device == "cpu") return std::make_unique<CpuRunner>(*host, options, batch_size, seq_len);
 #ifdef MOETUNE_HAVE_CUDA
@@ -139,8 +119,7 @@ std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Mod
     gpu.expert_exchange = args.text("ep-exchange") == "nvlink" ? cuda::ExchangeBackend::NvlinkDirect : cuda::ExchangeBackend::Nccl;
     gpu.overlap_exchange = args.text("ep-overlap") == "on";
   }
-  return std::make_unique<GpuRunner>(place, host ? host->params() : nullptr, args.text("model"), options, gpu,
-                                     batch_size, seq_len);
+  return std::make_unique<GpuRunner>(place, start_params, args.text("model"), options, gpu, batch_size, seq_len);
 #else
   fail("this moetune was built without CUDA; --device cuda is not available");
 #endif

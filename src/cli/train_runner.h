@@ -1,8 +1,7 @@
 // Why: `moetune train` runs the same loop on the CPU reference engine, on one GPU or on one GPU of many; this is the
 // seam. RunPlace is where this process stands in a run of several (its rank, the EP x DP layout, its expert shard of
 // the config, the NCCL communicators, a barrier and the agreement on stop signals); Runner is the engine behind the
-// calls the loop makes (step, evaluate, parameters and optimizer state in the full layout for checkpoints, gathered to
-// rank 0 from every expert shard).
+// calls the loop makes (step, evaluate, the values this rank writes of a checkpoint, the optimizer state it resumes).
 #pragma once
 
 #include <memory>
@@ -99,14 +98,17 @@ class Runner {
   // shards), the ranks of the first DP replica hold their experts and a share of the replicated values, the others
   // nothing.
   virtual SaveValues values_to_save(bool with_state) = 0;
-  // The optimizer state when resuming (full layout; each rank keeps its experts).
+  // The optimizer state when resuming, in this rank's layout (place.local_config(): its experts; read so from the
+  // checkpoint, train/train_state.h read_checkpoint_values).
   virtual void load_state(TrainState state) = 0;
 };
 
-// The runner of this run: the CPU reference trainer over `host`, or the GPU trainer (options from the command line:
-// recipe, fused step, grouped GEMMs, recompute, packing bound, ZeRO stage, the ranks' communicators). host: the model's fp32
-// parameters on the host (full layout), or nullptr (--device cuda with --model: the GPU trainer loads --model itself).
-std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const TrainOptions& options,
-                                    int batch_size, int seq_len);
+// The runner of this run: the CPU reference trainer over `host` (--device cpu: the whole model), or the GPU trainer
+// (options from the command line: recipe, fused step, grouped GEMMs, recompute, packing bound, ZeRO stage, the ranks'
+// communicators) starting from `start_params`: fp32 weights in this rank's layout (place.local_config()) — a resumed
+// checkpoint's, the built-in model's slice — uploaded by the constructor, or nullptr (--model: the GPU trainer streams
+// its experts of --model itself).
+std::unique_ptr<Runner> make_runner(const Args& args, const RunPlace& place, Model* host, const float* start_params,
+                                    const TrainOptions& options, int batch_size, int seq_len);
 
 }  // namespace moetune::cli

@@ -1,7 +1,8 @@
-// Why: see streaming_loader.h. The load runs in three steps: open (map every shard, validate every header), plan (match
-// each checkpoint tensor with its destination, check shapes and dtypes, cut large tensors into pieces of at most
-// kPieceBytes, drop experts this process does not own), stream (worker threads take pieces shard by shard in file order
-// and hand them to the sink; the calling thread only reports progress).
+// Why: see streaming_loader.h. The load runs in four steps: open (map every shard, validate every header), match (each
+// checkpoint tensor with its destination, shapes and dtypes checked: hf_reads; a training checkpoint's optimizer state
+// is matched by train/train_state.cpp), plan (cut large tensors into pieces of at most kPieceBytes, drop experts this
+// process does not own), stream (worker threads take pieces shard by shard in file order and hand them to the sink;
+// the calling thread only reports progress). The last two are stream_tensors, whatever the files are.
 #include "io/streaming_loader.h"
 
 #include <unistd.h>
@@ -23,6 +24,8 @@
 namespace moetune {
 
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // Pieces are at most this many checkpoint bytes: small enough that the pages in flight (threads x piece) stay a small
 // fraction of a shard, large enough that madvise and scheduling cost nothing next to the copy.
@@ -46,6 +49,12 @@ ExpertLayout detect_layout(const SafetensorsCheckpoint& checkpoint, const ModelC
     if (tensor.name.find("mlp.experts.gate_up_proj") != std::string::npos)
       return checkpoint.find(tensor.name) ? ExpertLayout::Fused : ExpertLayout::PerExpert;
   return ExpertLayout::PerExpert;
+}
+
+std::vector<const SafetensorsFile*> files_of(const SafetensorsCheckpoint& checkpoint) {
+  std::vector<const SafetensorsFile*> files;
+  for (const SafetensorsFile& file : checkpoint.files()) files.push_back(&file);
+  return files;
 }
 
 // One unit of work: a run of rows of a checkpoint tensor and where it goes.
@@ -96,45 +105,39 @@ struct Plan {
   size_t tensors_read = 0;
 };
 
-Plan make_plan(const std::string& folder, const SafetensorsCheckpoint& checkpoint, const ModelConfig& config,
-               const std::vector<HfTensor>& expected, const LoadOptions& options) {
+// The pieces of `reads` this process reads (owns_expert), per file of `files`, each file's in file order.
+Plan make_plan(const std::vector<const SafetensorsFile*>& files, const std::vector<TensorRead>& reads,
+               const LoadOptions& options) {
   std::unordered_map<const TensorEntry*, size_t> shard_of;
-  for (size_t f = 0; f < checkpoint.files().size(); ++f)
-    for (const TensorEntry& entry : checkpoint.files()[f].tensors()) shard_of.emplace(&entry, f);
+  for (size_t f = 0; f < files.size(); ++f)
+    for (const TensorEntry& entry : files[f]->tensors()) shard_of.emplace(&entry, f);
 
   Plan plan;
-  plan.by_shard.resize(checkpoint.files().size());
-  std::set<std::string> names;
-  for (const HfTensor& tensor : expected) {
-    names.insert(tensor.name);
-    const TensorEntry* entry = checkpoint.find(tensor.name);
-    if (!entry)
-      fail(folder, ": checkpoint is missing tensor ", tensor.name, " (expected shape ", shape_text(tensor.shape), ")");
-    if (entry->shape != tensor.shape)
-      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has shape ", shape_text(entry->shape),
-           ", config.json implies ", shape_text(tensor.shape));
-    if (!dtype_is_float(entry->dtype))
-      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has dtype ", dtype_name(entry->dtype),
-           ", expected a floating type (F32, BF16, F16)");
-    plan.bytes_total += entry->nbytes;
+  plan.by_shard.resize(files.size());
+  for (const TensorRead& read : reads) {
+    const HfTensor& tensor = read.dest;
+    const TensorEntry& entry = *read.src;
+    const auto shard = shard_of.find(&entry);
+    MT_ASSERT(shard != shard_of.end() && static_cast<size_t>(entry.numel()) == tensor.numel);
+    plan.bytes_total += entry.nbytes;
     ++plan.tensors_total;
 
-    std::vector<Piece>& pieces = plan.by_shard[shard_of.at(entry)];
+    std::vector<Piece>& pieces = plan.by_shard[shard->second];
     const ExpertRef ref = expert_of(tensor.name);
     if (!options.owns_expert || !ref.is_expert()) {
-      add_pieces(tensor, *entry, &pieces);
-      plan.bytes_read += entry->nbytes;
+      add_pieces(tensor, entry, &pieces);
+      plan.bytes_read += entry.nbytes;
       ++plan.tensors_read;
     } else if (!ref.fused) {
       if (!options.owns_expert(ref.layer, ref.expert)) continue;
-      add_pieces(tensor, *entry, &pieces);
-      plan.bytes_read += entry->nbytes;
+      add_pieces(tensor, entry, &pieces);
+      plan.bytes_read += entry.nbytes;
       ++plan.tensors_read;
     } else {
       bool any = false;
       for (int64_t e = 0; e < tensor.shape[0]; ++e) {
         if (!options.owns_expert(ref.layer, static_cast<int>(e))) continue;
-        const Piece slice = expert_slice(tensor, *entry, e);
+        const Piece slice = expert_slice(tensor, entry, e);
         add_pieces(slice.dest, slice.src, &pieces);
         plan.bytes_read += slice.src.nbytes;
         any = true;
@@ -142,10 +145,6 @@ Plan make_plan(const std::string& folder, const SafetensorsCheckpoint& checkpoin
       plan.tensors_read += any;
     }
   }
-  for (const std::string& name : checkpoint.names())
-    if (!names.count(name) && !ignorable(name, config))
-      fail(checkpoint.file_of(name), ": unexpected tensor ", name, " (not part of a ", config.architecture,
-           " with this config.json)");
   for (std::vector<Piece>& pieces : plan.by_shard)
     std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.src.data < b.src.data; });
   return plan;
@@ -255,21 +254,46 @@ std::string format_load_summary(uint64_t bytes, double seconds) {
   return text;
 }
 
-LoadReport stream_hf_weights(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
-                             TensorSink& sink, const LoadOptions& options) {
-  using Clock = std::chrono::steady_clock;
-  const Clock::time_point start = Clock::now();
+std::vector<TensorRead> hf_reads(const std::string& folder, const SafetensorsCheckpoint& checkpoint,
+                                 const ModelConfig& config, const ParamLayout& layout, ExpertLayout* found) {
+  const ExpertLayout expert_layout = detect_layout(checkpoint, config, layout);
+  if (found) *found = expert_layout;
+  std::vector<TensorRead> reads;
+  std::set<std::string> names;
+  for (const HfTensor& tensor : hf_tensors(config, layout, expert_layout)) {
+    names.insert(tensor.name);
+    const TensorEntry* entry = checkpoint.find(tensor.name);
+    if (!entry)
+      fail(folder, ": checkpoint is missing tensor ", tensor.name, " (expected shape ", shape_text(tensor.shape), ")");
+    if (entry->shape != tensor.shape)
+      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has shape ", shape_text(entry->shape),
+           ", config.json implies ", shape_text(tensor.shape));
+    if (!dtype_is_float(entry->dtype))
+      fail(checkpoint.file_of(tensor.name), ": tensor ", tensor.name, " has dtype ", dtype_name(entry->dtype),
+           ", expected a floating type (F32, BF16, F16)");
+    reads.push_back({tensor, entry});
+  }
+  for (const std::string& name : checkpoint.names())
+    if (!names.count(name) && !ignorable(name, config))
+      fail(checkpoint.file_of(name), ": unexpected tensor ", name, " (not part of a ", config.architecture,
+           " with this config.json)");
+  return reads;
+}
+
+namespace {
+
+// stream_tensors, timed (the report, the progress lines) from `start`.
+LoadReport stream_since(Clock::time_point start, const std::vector<const SafetensorsFile*>& files,
+                        const std::vector<TensorRead>& reads, TensorSink& sink, const LoadOptions& options) {
   const auto elapsed = [&] { return std::chrono::duration<double>(Clock::now() - start).count(); };
 
-  const SafetensorsCheckpoint checkpoint = SafetensorsCheckpoint::open(folder);
+  const Plan plan = make_plan(files, reads, options);
   LoadReport report;
-  report.expert_layout = detect_layout(checkpoint, config, layout);
-  const Plan plan = make_plan(folder, checkpoint, config, hf_tensors(config, layout, report.expert_layout), options);
   report.bytes_total = plan.bytes_total;
   report.bytes_read = plan.bytes_read;
   report.tensors_total = plan.tensors_total;
   report.tensors_read = plan.tensors_read;
-  report.shards = checkpoint.files().size();
+  report.shards = files.size();
 
   size_t pieces = 0;
   for (const auto& shard : plan.by_shard) pieces += shard.size();
@@ -279,8 +303,8 @@ LoadReport stream_hf_weights(const std::string& folder, const ModelConfig& confi
 
   // Whole files are read front to back unless a filter skips experts (then read-ahead would fetch what is not wanted).
   if (!options.owns_expert)
-    for (const SafetensorsFile& file : checkpoint.files())
-      advise_mapped(file.mapping(), file.mapping_size(), MapAdvice::Sequential);
+    for (const SafetensorsFile* file : files)
+      advise_mapped(file->mapping(), file->mapping_size(), MapAdvice::Sequential);
 
   sink.begin(workers);
   PieceQueue queue(plan);
@@ -355,6 +379,24 @@ LoadReport stream_hf_weights(const std::string& folder, const ModelConfig& confi
     std::fflush(out);
   }
   return report;
+}
+
+}  // namespace
+
+LoadReport stream_hf_weights(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
+                             TensorSink& sink, const LoadOptions& options) {
+  const Clock::time_point start = Clock::now();  // the report's time includes opening and validating
+  const SafetensorsCheckpoint checkpoint = SafetensorsCheckpoint::open(folder);
+  ExpertLayout expert_layout = ExpertLayout::PerExpert;
+  const std::vector<TensorRead> reads = hf_reads(folder, checkpoint, config, layout, &expert_layout);
+  LoadReport report = stream_since(start, files_of(checkpoint), reads, sink, options);
+  report.expert_layout = expert_layout;
+  return report;
+}
+
+LoadReport stream_tensors(const std::vector<const SafetensorsFile*>& files, const std::vector<TensorRead>& reads,
+                          TensorSink& sink, const LoadOptions& options) {
+  return stream_since(Clock::now(), files, reads, sink, options);
 }
 
 }  // namespace moetune

@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 #include "model/hf_names.h"
@@ -73,8 +74,32 @@ struct LoadReport {
 
 // Validates the checkpoint of `folder` against config/layout (errors as load_hf_weights documents them, thrown before
 // any write to the sink), then streams every wanted tensor into `sink`. Either expert layout, any floating dtype.
+// hf_reads then stream_tensors.
 LoadReport stream_hf_weights(const std::string& folder, const ModelConfig& config, const ParamLayout& layout,
                              TensorSink& sink, const LoadOptions& options = {});
+
+// One tensor to read: `src`, an entry of an opened safetensors file, already validated against `dest` (as many
+// elements, a floating dtype), and `dest`, where its values go. The owned-experts filter reads the expert from
+// dest.name (expert_of), so a destination named after a parameter ("exp_avg.model.layers.3.mlp.experts.down_proj")
+// is filtered like the checkpoint tensor it mirrors.
+struct TensorRead {
+  HfTensor dest;
+  const TensorEntry* src = nullptr;
+};
+
+// The tensors of the Hugging Face checkpoint `checkpoint` (opened from `folder`) that config/layout imply, matched with
+// their destinations in `layout`, in the expert layout found (*found, may be null). Validates every header entry,
+// read or not: errors as load_hf_weights documents them.
+std::vector<TensorRead> hf_reads(const std::string& folder, const SafetensorsCheckpoint& checkpoint,
+                                 const ModelConfig& config, const ParamLayout& layout, ExpertLayout* found = nullptr);
+
+// Streams `reads` (entries of `files`, which stay open meanwhile) into `sink`: the threads, owned-experts filter and
+// progress of `options`, pieces taken file by file in file order, consumed pages dropped. The loader behind
+// stream_hf_weights, for callers that match other files themselves (a training checkpoint's weights and optimizer
+// state in one pass, train/train_state.h). report.expert_layout is left at its default; report.seconds is the time of
+// this call (opening and validating the files was the caller's).
+LoadReport stream_tensors(const std::vector<const SafetensorsFile*>& files, const std::vector<TensorRead>& reads,
+                          TensorSink& sink, const LoadOptions& options = {});
 
 // min(8, hardware threads), at least 1.
 int default_load_threads();

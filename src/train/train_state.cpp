@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +15,8 @@
 #include "core/error.h"
 #include "io/checkpoint_writer.h"
 #include "io/safetensors.h"
+#include "io/streaming_loader.h"
+#include "parallel/expert_shard.h"
 
 namespace moetune {
 
@@ -133,6 +136,93 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
   return text + "]";
 }
+
+// <step_folder>/trainer_state.safetensors, opened (its header validated) and its metadata checked: a moetune optimizer
+// state of step `expected_step`.
+SafetensorsFile open_train_state(const std::string& step_folder, long expected_step) {
+  const std::string path = (fs::path(step_folder) / kTrainStateTensors).string();
+  if (!fs::exists(path)) fail(path, ": missing (the optimizer state of the checkpoint)");
+  SafetensorsFile file = SafetensorsFile::open(path);
+  const auto& metadata = file.metadata();
+  const auto format = metadata.find("format");
+  if (format == metadata.end() || format->second != kFormat)
+    fail(path, ": metadata \"format\" is not \"", kFormat, "\" (not a moetune optimizer state)");
+  const auto step = metadata.find("step");
+  if (step == metadata.end() || step->second != std::to_string(expected_step))
+    fail(path, ": metadata \"step\" is ", step == metadata.end() ? "missing" : "\"" + step->second + "\"", ", but ",
+         kTrainStateJson, " says step ", expected_step, " (files from different checkpoints?)");
+  return file;
+}
+
+// Where the values of a training checkpoint go while it is read: one offset space, the three full-layout arenas of
+// SourceArena laid end to end (arena k from k x the layout's total_floats()), so that weights and moments stream in
+// one pass through one sink.
+size_t arena_offset(SourceArena arena, size_t offset, const ParamLayout& full) {
+  return static_cast<size_t>(arena) * full.total_floats() + offset;
+}
+
+// The moments of the optimizer state `file`, validated against `layout` (the whole model's): every "exp_avg.<name>"
+// and "exp_avg_sq.<name>" present, F32, with its parameter's shape, and nothing else in the file. Destinations as
+// arena_offset places them; each named after its moment, so that the owned-experts filter sees its expert.
+std::vector<TensorRead> moment_reads(const SafetensorsFile& file, const ParamLayout& layout) {
+  const std::string& path = file.path();
+  std::vector<TensorRead> reads;
+  for (const auto& [prefix, arena] :
+       {std::pair{"exp_avg.", SourceArena::ExpAvg}, std::pair{"exp_avg_sq.", SourceArena::ExpAvgSq}}) {
+    for (const ParamInfo& info : layout.params()) {
+      const std::string name = prefix + info.name;
+      const TensorEntry* entry = file.find(name);
+      if (!entry) fail(path, ": tensor ", name, " is missing (optimizer state of another model?)");
+      if (entry->dtype != DType::F32) fail(path, ": tensor ", name, " has dtype ", dtype_name(entry->dtype), ", expected F32");
+      if (entry->shape != info.shape)
+        fail(path, ": tensor ", name, " has shape ", shape_text(entry->shape), ", the model's parameter has ",
+             shape_text(info.shape));
+      reads.push_back({HfTensor{name, info.shape, arena_offset(arena, info.offset, layout), info.numel}, entry});
+    }
+  }
+  if (file.tensors().size() != reads.size())
+    for (const TensorEntry& entry : file.tensors()) {
+      const bool moment = entry.name.rfind("exp_avg.", 0) == 0 || entry.name.rfind("exp_avg_sq.", 0) == 0;
+      const std::string param = moment ? entry.name.substr(entry.name.find('.') + 1) : "";
+      if (!moment || !layout.find(param)) fail(path, ": unexpected tensor ", entry.name, " (not a parameter of the model)");
+    }
+  return reads;
+}
+
+// Whether `held` is the model `full` or an expert shard of it: once unsharded, the same parameters, the same shapes.
+bool is_part_of(const ModelConfig& held, const ModelConfig& full) {
+  ModelConfig whole = held;
+  whole.expert_shard_begin = 0;
+  whole.experts_held = 0;
+  const ParamLayout a(whole), b(full);
+  if (a.params().size() != b.params().size()) return false;
+  for (size_t i = 0; i < a.params().size(); ++i)
+    if (a.params()[i].name != b.params()[i].name || a.params()[i].shape != b.params()[i].shape) return false;
+  return true;
+}
+
+// Receives pieces placed by arena_offset and writes them into a process's own arenas (SourceArena order; null: not
+// read), moved to its layout by `map` (null: the full layout itself).
+class HeldArenasSink final : public TensorSink {
+ public:
+  HeldArenasSink(size_t full_floats, const parallel::ShardOffsetMap* map, std::array<float*, kSourceArenas> arenas)
+      : full_floats_(full_floats), map_(map), arenas_(arenas) {
+    MT_ASSERT(full_floats > 0);
+  }
+  void write(const HfTensor& dest, const TensorEntry& src, int worker) override {
+    const size_t arena = dest.offset / full_floats_;
+    MT_ASSERT(arena < arenas_.size() && arenas_[arena] != nullptr);
+    HfTensor moved = dest;
+    moved.offset = dest.offset % full_floats_;
+    if (map_) moved.offset = map_->to_shard(moved.offset, moved.numel);
+    HostF32Sink(arenas_[arena]).write(moved, src, worker);
+  }
+
+ private:
+  size_t full_floats_;
+  const parallel::ShardOffsetMap* map_;
+  std::array<float*, kSourceArenas> arenas_;
+};
 
 }  // namespace
 
@@ -258,53 +348,76 @@ CheckpointRecord read_checkpoint_record(const std::string& step_folder) {
 }
 
 TrainState read_train_state(const std::string& step_folder, const ParamLayout& layout, long expected_step) {
-  const std::string path = (fs::path(step_folder) / kTrainStateTensors).string();
-  if (!fs::exists(path)) fail(path, ": missing (the optimizer state of the checkpoint)");
-  const SafetensorsFile file = SafetensorsFile::open(path);
-  const auto& metadata = file.metadata();
-  const auto format = metadata.find("format");
-  if (format == metadata.end() || format->second != kFormat)
-    fail(path, ": metadata \"format\" is not \"", kFormat, "\" (not a moetune optimizer state)");
-  const auto step = metadata.find("step");
-  if (step == metadata.end() || step->second != std::to_string(expected_step))
-    fail(path, ": metadata \"step\" is ", step == metadata.end() ? "missing" : "\"" + step->second + "\"", ", but ",
-         kTrainStateJson, " says step ", expected_step, " (files from different checkpoints?)");
-
+  const SafetensorsFile file = open_train_state(step_folder, expected_step);
   TrainState state;
   state.step = expected_step;
   state.exp_avg.assign(layout.total_floats(), 0.0f);
   state.exp_avg_sq.assign(layout.total_floats(), 0.0f);
-  size_t expected_tensors = 0;
-  for (const auto& [prefix, moments] : {std::pair{"exp_avg.", &state.exp_avg}, std::pair{"exp_avg_sq.", &state.exp_avg_sq}}) {
-    for (const ParamInfo& info : layout.params()) {
-      const std::string name = prefix + info.name;
-      ++expected_tensors;
-      const TensorEntry* entry = file.find(name);
-      if (!entry) fail(path, ": tensor ", name, " is missing (optimizer state of another model?)");
-      if (entry->dtype != DType::F32) fail(path, ": tensor ", name, " has dtype ", dtype_name(entry->dtype), ", expected F32");
-      if (entry->shape != info.shape)
-        fail(path, ": tensor ", name, " has shape ", shape_text(entry->shape), ", the model's parameter has ",
-             shape_text(info.shape));
-      read_as_f32(*entry, moments->data() + info.offset);
-    }
-  }
-  if (file.tensors().size() != expected_tensors)
-    for (const TensorEntry& entry : file.tensors()) {
-      const bool moment = entry.name.rfind("exp_avg.", 0) == 0 || entry.name.rfind("exp_avg_sq.", 0) == 0;
-      const std::string param = moment ? entry.name.substr(entry.name.find('.') + 1) : "";
-      if (!moment || !layout.find(param)) fail(path, ": unexpected tensor ", entry.name, " (not a parameter of the model)");
-    }
+  HeldArenasSink sink(layout.total_floats(), nullptr, {nullptr, state.exp_avg.data(), state.exp_avg_sq.data()});
+  LoadOptions options;
+  options.progress = false;
+  stream_tensors({&file}, moment_reads(file, layout), sink, options);
   return state;
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& path) {
+// The tensor files of an opened checkpoint, each header validated; `reads` point into them.
+struct CheckpointFiles {
+  SafetensorsCheckpoint weights;
+  SafetensorsFile moments;
+  std::vector<TensorRead> reads;  // the weights' (full layout), then the moments' (arena_offset places them)
+};
+
+CheckpointInfo open_checkpoint(const std::string& path) {
   const std::string folder = resolve_checkpoint(path);
   if (!fs::exists(fs::path(folder) / "config.json"))
     fail((fs::path(folder) / "config.json").string(), ": missing (not a checkpoint folder, or an incomplete one)");
   CheckpointRecord record = read_checkpoint_record(folder);
-  Model model = Model::from_pretrained(folder);
-  TrainState state = read_train_state(folder, model.layout(), record.step);
-  return LoadedCheckpoint{folder, std::move(model), std::move(state), std::move(record)};
+  ModelConfig config = load_config(folder);
+  const ParamLayout layout(config);
+  auto files = std::make_shared<CheckpointFiles>(
+      CheckpointFiles{SafetensorsCheckpoint::open(folder), open_train_state(folder, record.step), {}});
+  files->reads = hf_reads(folder, files->weights, config, layout);
+  const std::vector<TensorRead> moments = moment_reads(files->moments, layout);
+  files->reads.insert(files->reads.end(), moments.begin(), moments.end());
+  return CheckpointInfo{folder, std::move(config), std::move(record), std::move(files)};
+}
+
+CheckpointValues read_checkpoint_values(const CheckpointInfo& checkpoint, const ModelConfig& held,
+                                        const LoadOptions& options, LoadReport* report) {
+  const ModelConfig& full = checkpoint.config;
+  if (!checkpoint.files) fail(checkpoint.folder, ": the checkpoint's files were closed before its values were read");
+  if (!is_part_of(held, full))
+    fail(checkpoint.folder, ": the layout to read (a ", held.architecture, " of ", held.num_layers,
+         " layers) is not of the model of the checkpoint's config.json");
+  const parallel::ShardOffsetMap map(full, held);  // the identity when `held` is the whole model
+  std::vector<const SafetensorsFile*> files;
+  for (const SafetensorsFile& file : checkpoint.files->weights.files()) files.push_back(&file);
+  files.push_back(&checkpoint.files->moments);
+
+  const size_t held_floats = map.shard_layout().total_floats();
+  CheckpointValues values;
+  values.params.assign(held_floats, 0.0f);
+  values.state.step = checkpoint.record.step;
+  values.state.exp_avg.assign(held_floats, 0.0f);
+  values.state.exp_avg_sq.assign(held_floats, 0.0f);
+  HeldArenasSink sink(map.full_layout().total_floats(), &map,
+                      {values.params.data(), values.state.exp_avg.data(), values.state.exp_avg_sq.data()});
+  LoadOptions held_options = options;
+  held_options.owns_expert = nullptr;
+  if (held.experts_sharded()) {
+    const int begin = held.expert_shard_begin, end = held.expert_shard_begin + held.held_experts();
+    held_options.owns_expert = [begin, end](int, int expert) { return expert >= begin && expert < end; };
+  }
+  const LoadReport result = stream_tensors(files, checkpoint.files->reads, sink, held_options);
+  if (report) *report = result;
+  return values;
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& path) {
+  CheckpointInfo checkpoint = open_checkpoint(path);
+  CheckpointValues values = read_checkpoint_values(checkpoint, checkpoint.config);
+  Model model = Model::from_values(checkpoint.config, std::move(values.params), checkpoint.folder);
+  return LoadedCheckpoint{checkpoint.folder, std::move(model), std::move(values.state), std::move(checkpoint.record)};
 }
 
 }  // namespace moetune

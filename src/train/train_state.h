@@ -17,17 +17,22 @@
 // Several ranks (expert parallelism: each GPU holds its experts' weights and moments) write one checkpoint together,
 // each its own values at their offsets, with no rank gathering the whole model (io/checkpoint_writer.h; the folder
 // must then be on a filesystem every node sees); rank 0 writes trainer_state.json, renames and prunes. The result is
-// the same folder, byte for byte, as one process writes, so any checkpoint resumes on any number of ranks.
+// the same folder, byte for byte, as one process writes, so any checkpoint resumes on any number of ranks. Resuming,
+// each rank reads only what it holds of it (its experts and the replicated tensors: open_checkpoint, then
+// read_checkpoint_values), so no rank holds the whole model then either.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "api/model.h"
 #include "io/checkpoint_writer.h"
+#include "io/streaming_loader.h"
 #include "train/trainer.h"
 
 namespace moetune {
@@ -96,8 +101,41 @@ CheckpointRecord read_checkpoint_record(const std::string& step_folder);
 // must equal `expected_step`). Errors name the file and the tensor: missing, unexpected, wrong dtype or shape.
 TrainState read_train_state(const std::string& step_folder, const ParamLayout& layout, long expected_step);
 
+// A checkpoint opened, before its values are read: the step folder, its config.json and record, and its tensor files
+// (model*.safetensors, trainer_state.safetensors) mapped with every header validated in full against the config —
+// errors name the file and the tensor: missing, unexpected, wrong shape or dtype, moments of another step — but no
+// tensor data read. A run opens the checkpoint first (so a bad one fails before anything else happens), settles its
+// options (resuming takes the checkpoint's) and its ranks' layout, then reads what each process holds
+// (read_checkpoint_values). `path` as for resolve_checkpoint.
+struct CheckpointFiles;  // the mapped, validated tensor files (train_state.cpp)
+struct CheckpointInfo {
+  std::string folder;  // the step folder
+  ModelConfig config;  // the whole model's
+  CheckpointRecord record;
+  std::shared_ptr<const CheckpointFiles> files;  // reset to unmap them once the values are read
+};
+CheckpointInfo open_checkpoint(const std::string& path);
+
+// The fp32 arenas a process holds of a checkpoint, in its own layout (ParamLayout(held).total_floats() elements each,
+// alignment gaps zero).
+struct CheckpointValues {
+  std::vector<float> params;  // the weights
+  TrainState state;           // the AdamW moments; step = the record's
+};
+
+// Reads the weights (model*.safetensors, either expert layout, one file or shards) and both moments
+// (trainer_state.safetensors) of an opened checkpoint for `held`: checkpoint.config itself (everything), or an expert
+// shard of it (parallel::expert_shard_config: its block of routed experts and every replicated tensor, what one rank
+// of an expert-parallel run holds). Only the byte ranges of the held values are read, weights and moments in one
+// multi-threaded streaming pass (io/streaming_loader.h), straight into the held layout: host memory is 12 bytes per
+// held parameter (Qwen3-30B-A3B on 8 EP ranks: ~62 GB a rank instead of ~370 GB), never the full layout's.
+// options: threads and progress (owns_expert is set from `held`); report (may be null): bytes and tensors read, time.
+// Throws Error when `held` is not of the checkpoint's config.json, or checkpoint.files was reset.
+CheckpointValues read_checkpoint_values(const CheckpointInfo& checkpoint, const ModelConfig& held,
+                                        const LoadOptions& options = {}, LoadReport* report = nullptr);
+
 // A whole checkpoint, validated against itself: the weights (from config.json + model.safetensors), the moments and the
-// record. `path` as for resolve_checkpoint.
+// record. `path` as for resolve_checkpoint. open_checkpoint, then read_checkpoint_values of everything.
 struct LoadedCheckpoint {
   std::string folder;  // the step folder
   Model model;

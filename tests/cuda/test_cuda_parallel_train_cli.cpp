@@ -1,9 +1,10 @@
 // Why: `moetune launch --nproc 2 -- train --device cuda --ep 2 --batch-size 1` must be the one-GPU run with
 // --batch-size 2, seen from outside: the same losses and validation losses step by step, a final Hugging Face model with
 // every expert (written by both ranks) holding the same weights, and checkpoints that hold every expert's weights and
-// moments, so that an EP=2 checkpoint resumes on one GPU and a one-GPU checkpoint on two. The same for --dp 2. Every
-// token goes to every expert (top_k = E) so that bf16 rounding differences between a batch of 2 and two batches of 1
-// cannot flip a routing decision and hide a difference (see test_cuda_parallel_training.cpp). With --zero 1 (and
+// moments, so that an EP=2 checkpoint resumes on one GPU, a one-GPU checkpoint on two, and an EP=2 one with DP=2 (each
+// rank reading only its part of it). The same for --dp 2. Every token goes to every expert (top_k = E) so that bf16
+// rounding differences between a batch of 2 and two batches of 1 cannot flip a routing decision and hide a difference
+// (see test_cuda_parallel_training.cpp). With --zero 1 (and
 // --recipe mixed, whose fp32 master weights are sharded too) the same holds: saving gathers the sharded optimizer state
 // and master weights, and the checkpoints resume with and without ZeRO. Saves are written by both ranks together; with
 // the weights left unchanged (--lr 0) they are the one-GPU folders byte for byte.
@@ -154,6 +155,19 @@ TEST_P(CudaParallelTrainCli, TwoGpusTrainSaveAndResumeLikeOne) {
   ASSERT_EQ(on_two.status, 0) << describe(on_two);
   expect_same_run("one GPU resumed on two", records_of(temp.file("on_two/metrics.jsonl")), expected);
   expect_same_weights(temp.file("on_two/final"), temp.file("one/final"));
+  // Each rank read only its part of the checkpoint (train_state.h read_checkpoint_values): with EP its experts.
+  EXPECT_NE(on_two.err.find(ep > 1 ? "its experts and the replicated tensors" : "everything"), std::string::npos)
+      << describe(on_two);
+  // ... and the two-GPU checkpoint on two GPUs of the other layout (EP 2 <-> DP 2): the EP size changes.
+  const CliLayout other{ep > 1 ? 1 : 2, dp > 1 ? 1 : 2, zero};
+  const CommandResult swapped = moetune(
+      temp, "launch --nproc 2 -- train --resume two/checkpoints/step-3 --output swapped" + layout_flags(other));
+  ASSERT_EQ(swapped.status, 0) << describe(swapped);
+  EXPECT_NE(swapped.err.find("EP " + std::to_string(other.ep) + " x DP " + std::to_string(other.dp)), std::string::npos)
+      << describe(swapped);
+  expect_same_run("two GPUs resumed on two of the other layout", records_of(temp.file("swapped/metrics.jsonl")),
+                  expected);
+  expect_same_weights(temp.file("swapped/final"), temp.file("one/final"));
 
   // A global batch two processes cannot share is refused with the way out.
   const CommandResult odd = moetune(temp, "launch --nproc 2 -- train --resume one/checkpoints/step-3 --batch-size 2");
