@@ -42,6 +42,10 @@ Args bench_args() {
                   {"max-grad-norm", "X", "0", "gradient clipping (0: off, as in the baseline)"},
                   {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
                                                        "reuse gradient memory (needs --max-grad-norm 0)"},
+                  {"expert-step", "in-gemm|optimizer", "in-gemm",
+                   "with the fused step, recipe bf16 and experts not replicated over GPUs: AdamW of the routed experts "
+                   "inside their weight-gradient GEMM (their gradients are never stored), or on the optimizer stream "
+                   "with the other parameters"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
                   {"grouped-gemm", "sm90|moetune|cublas", "sm90", "expert GEMMs: the Hopper wgmma kernel (CUTLASS), "
                                                            "moetune's portable kernel (both: device-side sizes) or "
@@ -156,6 +160,10 @@ int bench_command(int argc, char** argv) {
   gpu.grouped_gemm = cuda::parse_grouped_gemm_backend(args.text("grouped-gemm"));
   if (!gpu.fused_optimizer && args.text("fused-optimizer") != "off")
     throw UsageError{"moetune bench: --fused-optimizer must be on or off"};
+  const std::string expert_step = args.text("expert-step");
+  if (expert_step != "in-gemm" && expert_step != "optimizer")
+    throw UsageError{"moetune bench: --expert-step must be in-gemm or optimizer"};
+  gpu.expert_step_in_gemm = expert_step == "in-gemm";
   const bool recompute = args.text("recompute") == "on";
   if (!recompute && args.text("recompute") != "off") throw UsageError{"moetune bench: --recompute must be on or off"};
   gpu.recompute = recompute;
@@ -214,10 +222,11 @@ int bench_command(int argc, char** argv) {
                 group.world_size, layout.ep, layout.dp, args.text("ep-exchange").c_str(), ep_overlap ? "on" : "off",
                 trainer.shards_optimizer() ? ", optimizer state sharded (ZeRO-1)" : "");
   const char* gemm_name = cuda::grouped_gemm_backend_name(trainer.engine().grouped_gemm_backend());
-  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s, expert GEMMs %s, recompute %s, "
-              "loss %.4f\n",
+  std::printf("shape        seq %d x batch %d, recipe %s, aux loss %s, fused optimizer %s%s, expert GEMMs %s, "
+              "recompute %s, loss %.4f\n",
               seq_len, batch_size, cuda::recipe_name(recipe), options.aux_loss ? "on" : "off",
-              gpu.fused_optimizer ? "on" : "off", gemm_name, recompute ? "on" : "off", last_loss);
+              gpu.fused_optimizer ? "on" : "off", trainer.steps_experts_in_gemm() ? " (experts stepped in their GEMM)" : "",
+              gemm_name, recompute ? "on" : "off", last_loss);
   std::printf("throughput   %.0f tokens/s, step %.3f s, %.1f TFLOP/s, MFU %.1f%% of %.0f TFLOP/s measured bf16 peak\n",
               tokens_per_s, seconds / steps, tflops, 100.0 * tflops / peak_tflops, peak_tflops);
   std::printf("memory       %.1f GiB in use on the device (parameters %.1f, gradients %.1f, optimizer %.1f, activations "
@@ -237,7 +246,7 @@ int bench_command(int argc, char** argv) {
   std::printf("  | total %.1f\n", phase_total / steps);
   if (args.given("json")) {
     const nlohmann::json result = {{"architecture", config.architecture}, {"layers", config.num_layers},
-                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"grouped_gemm", gemm_name}, {"recompute", recompute},
+                                   {"seq_len", seq_len}, {"batch_size", batch_size}, {"recipe", cuda::recipe_name(recipe)}, {"fused_optimizer", gpu.fused_optimizer}, {"expert_step_in_gemm", trainer.steps_experts_in_gemm()}, {"grouped_gemm", gemm_name}, {"recompute", recompute},
                                    {"gpus", group.world_size}, {"ep", layout.ep}, {"dp", layout.dp}, {"zero", trainer.shards_optimizer() ? 1 : 0}, {"ep_exchange", args.text("ep-exchange")}, {"ep_overlap", ep_overlap},
                                    {"tokens_per_s", tokens_per_s}, {"step_s", seconds / steps}, {"tflops", tflops},
                                    {"peak_tflops", peak_tflops}, {"mfu", tflops / peak_tflops}, {"memory_gib", used_gib},

@@ -435,7 +435,10 @@ void GpuEngine::run(const GpuWeights& w, GradientSink* sink, float ce_scale, flo
       mlp_forward(l, w, true);
     }
     const GpuWeights& g = sink->begin_group(l);
-    mlp_backward(l, w, g);
+    const GradientSink::ExpertStep* step = c.layer_is_sparse[l] ? sink->expert_step(l) : nullptr;
+    if (step && !can_step_experts_in_gemm())
+      fail("the expert step inside the weight-gradient GEMM needs moetune's expert GEMMs (sm90 or moetune)");
+    mlp_backward(l, w, g, step);
     attention_backward(l, w, g);
     sink->end_group(l);
   }

@@ -41,6 +41,15 @@ class GradientSink {
   // rather than added to: then their part of the buffer need not be cleared between groups (the fused step's buffers).
   // Every other gradient is always added to.
   virtual bool overwrites_expert_gradients() const { return false; }
+  // The routed experts' AdamW step inside their weight-gradient GEMMs (ops/cuda/grouped_gemm.h: grouped_gemm_adamw):
+  // layer l's moments and the step for experts_gate_up and experts_down, or null: their gradients then go into
+  // begin_group's view as above. Non-null only when the engine runs its own expert GEMMs (GpuEngine::
+  // can_step_experts_in_gemm); the view's expert pointers are then never used. Asked between begin_group(l) and
+  // end_group(l).
+  struct ExpertStep {
+    GroupedAdamW gate_up, down;
+  };
+  virtual const ExpertStep* expert_step(int /*layer*/) { return nullptr; }
 };
 
 // Group ids: layer l is group l; then the head and the embedding.
@@ -121,6 +130,8 @@ class GpuEngine {
   static GpuMemoryPlan plan(const ModelConfig& config, int batch, int seq_len, const GpuEngineOptions& options = {});
   size_t activation_bytes() const { return activation_bytes_; }
   GroupedGemmBackend grouped_gemm_backend() const { return grouped_gemm_; }
+  // Whether a GradientSink may hand out ExpertSteps: the expert GEMMs are moetune's (sm90 or portable), not cuBLAS's.
+  bool can_step_experts_in_gemm() const { return grouped_gemm_ != GroupedGemmBackend::Cublas; }
   bool recompute() const { return recompute_; }
   // Whether the backward's return exchange overlaps the last expert weight gradient (GpuEngineOptions::
   // overlap_exchange, in effect: expert parallelism and a device-offset grouped GEMM).
@@ -155,7 +166,8 @@ class GpuEngine {
   // recomputing: the re-run before layer l's backward; it rebuilds what the backward reads and skips the rest (the
   // load-balancing statistics, the MLP output and the residual add into the next layer's input).
   void mlp_forward(int l, const GpuWeights& w, bool recomputing);
-  void mlp_backward(int l, const GpuWeights& w, const GpuWeights& g);
+  // step: the sink's ExpertStep for layer l, or null.
+  void mlp_backward(int l, const GpuWeights& w, const GpuWeights& g, const GradientSink::ExpertStep* step);
   struct ExpertRows {
     int experts = 0;                 // experts on this rank
     long rows = 0;                   // rows they take

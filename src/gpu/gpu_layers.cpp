@@ -116,7 +116,8 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) 
 }
 
 // Input: b.d_stream = d(layer output). Output: b.d_mid = d(mid).
-void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights& grads) {
+void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights& grads,
+                             const GradientSink::ExpertStep* step) {
   const ModelConfig& c = config_;
   const LayerParams<bf16>& w = weights.layers[l];
   const LayerParams<bf16>& g = grads.layers[l];
@@ -148,43 +149,61 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     }
     // The weight gradients are added to the sink's buffer, or written over it (GradientSink::
     // overwrites_expert_gradients); the cuBLAS path only adds, so there, and when no row reaches this rank's experts,
-    // an overwritten buffer is cleared first.
+    // an overwritten buffer is cleared first. With the sink's ExpertStep they never reach memory: each weight-gradient
+    // GEMM steps its weights instead, after the data gradient that reads them (a zero gradient when no row does).
     const GroupedLayout weight_grad = overwrite_expert_grads_ ? GroupedLayout::kTNWrite : GroupedLayout::kTN;
-    if (overwrite_expert_grads_ && (!x.own || x.rows == 0)) {
+    if (!step && overwrite_expert_grads_ && (!x.own || x.rows == 0)) {
       const size_t weights = static_cast<size_t>(x.experts) * 2 * I * H;  // gate_up; down holds half as many
       CUDA_CHECK(cudaMemsetAsync(g.experts_gate_up, 0, weights * sizeof(bf16), stream_));
       CUDA_CHECK(cudaMemsetAsync(g.experts_down, 0, weights / 2 * sizeof(bf16), stream_));
     }
+    const auto down_weight_grad = [&] {  // d W_down[e] (+)= d_out_e^T · act_e, or the step it makes
+      if (step)
+        grouped_gemm_adamw(x.offsets, x.experts, H, I, d_expert, a.act, w.experts_down, step->down, stream_);
+      else
+        expert_gemm(weight_grad, x, H, I, d_expert, a.act, g.experts_down);
+    };
+    const auto gate_up_weight_grad = [&] {  // d W_gate_up[e] (+)= d_gate_up_e^T · in_e, or the step it makes
+      if (step)
+        grouped_gemm_adamw(x.offsets, x.experts, 2 * I, H, b.d_gate_up, a.expert_in, w.experts_gate_up, step->gate_up,
+                           stream_);
+      else
+        expert_gemm(weight_grad, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
+    };
     if (x.rows > 0) {
       mark(Phase::ExpertGemm);
-      if (x.own) {  // d_act = d_out · W_down[e];  d W_down[e] (+)= d_out_e^T · act_e
+      if (x.own) {  // d_act = d_out · W_down[e], then the weight gradient
         expert_gemm(GroupedLayout::kNN, x, H, I, d_expert, w.experts_down, b.d_act);
-        expert_gemm(weight_grad, x, H, I, d_expert, a.act, g.experts_down);
+        down_weight_grad();
       } else {
         gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, a.act, w.experts_down, a.host_offsets, I, H);
       }
       mark(Phase::Other);
       swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
-      if (x.own) {  // d_in = d_gate_up · W_gate_up[e];  d W_gate_up[e] (+)= d_gate_up_e^T · in_e
+      if (x.own) {  // d_in = d_gate_up · W_gate_up[e], then the weight gradient
         expert_gemm(GroupedLayout::kNN, x, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert);
         if (overlap) {
           // Fork: from_experts on exchange_stream_ once d_expert is complete. Until the join below, that stream alone
           // touches d_expert, b.exchange_staging, b.d_rows, the exchange's tables and buffers and the EP communicator,
-          // and stream_ runs only the weight gradient (b.d_gate_up, a.expert_in, g.experts_gate_up; with NVLink,
-          // a.expert_in is another exchange buffer than d_expert, and peers only read d_expert meanwhile). No NCCL call
-          // on any communicator is enqueued in between, so every rank issues the same sequence of them, in the same
-          // stream order as overlap off.
+          // and stream_ runs only the weight gradient (b.d_gate_up, a.expert_in, g.experts_gate_up or the weights and
+          // moments it steps; with NVLink, a.expert_in is another exchange buffer than d_expert, and peers only read
+          // d_expert meanwhile). No NCCL call on any communicator is enqueued in between, so every rank issues the same
+          // sequence of them, in the same stream order as overlap off.
           CUDA_CHECK(cudaEventRecord(exchange_fork_, stream_));
           CUDA_CHECK(cudaStreamWaitEvent(exchange_stream_, exchange_fork_, 0));
           exchange_->from_experts(l, d_expert, b.d_rows, H, b.exchange_staging, exchange_stream_);
           CUDA_CHECK(cudaEventRecord(exchange_join_, exchange_stream_));
         }
-        expert_gemm(weight_grad, x, 2 * I, H, b.d_gate_up, a.expert_in, g.experts_gate_up);
+        gate_up_weight_grad();
       } else {
         gemm_.grouped_linear_backward(d_expert, g.experts_gate_up, b.d_gate_up, a.expert_in, w.experts_gate_up,
                                       a.host_offsets, H, 2 * I);
       }
+    } else if (step) {
+      mark(Phase::ExpertGemm);
+      down_weight_grad();
+      gate_up_weight_grad();
     }
     if (exchange_) {
       mark(Phase::Communication);  // overlapped: only the wait for the part of the exchange the GEMM did not hide

@@ -74,27 +74,22 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   CUDA_CHECK(cudaEventCreateWithFlags(&optimizer_done_, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventCreateWithFlags(&stepped_, cudaEventDisableTiming));
 
-  // Gradient groups (layers, head, embedding) and the whole model, with their parameter spans.
-  const int group_count = config_.num_layers + 2;
-  std::vector<std::vector<const ParamInfo*>> members(group_count + 1);
+  GpuEngineOptions engine_options;
+  engine_options.grouped_gemm = gpu_.grouped_gemm;
+  engine_options.recompute = gpu_.recompute;
+  engine_options.max_documents = gpu_.max_documents;
+  engine_options.expert_comm = gpu_.expert_group;
+  engine_options.expert_ranks = gpu_.expert_group ? gpu_.expert_group->size() : 1;
+  engine_options.expert_capacity = gpu_.expert_capacity;
+  engine_options.expert_exchange = gpu_.expert_exchange;
+  engine_options.overlap_exchange = gpu_.overlap_exchange;
+  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, engine_options);
   for (const ParamInfo& info : layout_.params()) {
-    members[group_of(info.name, config_)].push_back(&info);
-    members[group_count].push_back(&info);
+    const bool expert = is_expert(info);
+    if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
+    else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
   }
-  groups_.resize(group_count + 1);
-  for (int g = 0; g <= group_count; ++g) {
-    Group& group = groups_[g];
-    group.start = members[g].front()->offset;
-    for (const ParamInfo* info : members[g]) group.end = std::max(group.end, info->offset + info->numel);
-    std::vector<AdamWSpan> spans;
-    for (const ParamInfo* info : members[g]) spans.push_back({info->offset - group.start, info->numel, info->weight_decay});
-    group.plan = AdamWPlan(spans, group.end - group.start);
-    if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, group.end - group.start);
-  }
-  // The second group buffer starts 16-byte aligned, as the AdamW kernels' vector accesses need.
-  group_buffer_elements_ = (group_buffer_elements_ + ParamLayout::kParamAlignment - 1) / ParamLayout::kParamAlignment *
-                           ParamLayout::kParamAlignment;
-
+  plan_groups();
   const size_t total = layout_.total_floats();
   params_ = DeviceBuffer<bf16>(total);
   if (gpu_.evaluate_only) {
@@ -118,6 +113,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? 2 * group_buffer_elements_ : total);
     grads_.zero();
   }
+  if (experts_in_gemm_) bind_expert_steps();
   if (host_params) {
     std::vector<bf16> converted(total);
     for (size_t i = 0; i < total; ++i) converted[i] = __float2bfloat16(host_params[i]);
@@ -146,27 +142,87 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   if (!gpu_.fused_optimizer && !gpu_.evaluate_only)
     grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
   for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
-  GpuEngineOptions engine_options;
-  engine_options.grouped_gemm = gpu_.grouped_gemm;
-  engine_options.recompute = gpu_.recompute;
-  engine_options.max_documents = gpu_.max_documents;
-  engine_options.expert_comm = gpu_.expert_group;
-  engine_options.expert_ranks = gpu_.expert_group ? gpu_.expert_group->size() : 1;
-  engine_options.expert_capacity = gpu_.expert_capacity;
-  engine_options.expert_exchange = gpu_.expert_exchange;
-  engine_options.overlap_exchange = gpu_.overlap_exchange;
-  engine_ = std::make_unique<GpuEngine>(config_, batch_size, seq_len, stream_, engine_options);
-  for (const ParamInfo& info : layout_.params()) {
-    const bool expert = is_expert(info);
-    if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
-    else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
-  }
-  for (Group& group : groups_)
-    for (const GradientRun& run : gradient_runs_) {
-      const size_t from = std::max(run.start, group.start), to = std::min(run.end, group.end);
-      if (from < to) (run.expert ? group.written : group.added).push_back({from - group.start, to - group.start});
-    }
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void GpuTrainer::plan_groups() {
+  const bool sharded = gpu_.zero_stage == 1 && world_size() > 1;
+  experts_in_gemm_ = gpu_.fused_optimizer && gpu_.expert_step_in_gemm && gpu_.recipe == Recipe::Bf16 && !sharded &&
+                     !gpu_.evaluate_only && (!gpu_.expert_replicas || gpu_.expert_replicas->size() == 1) &&
+                     engine_->can_step_experts_in_gemm() && config_.num_sparse_layers() > 0;
+  // Gradient groups (layers, head, embedding) and the whole model.
+  const std::vector<ParamInfo>& params = layout_.params();
+  const int group_count = config_.num_layers + 2;
+  std::vector<std::vector<size_t>> members(group_count + 1);  // parameter indices
+  for (size_t i = 0; i < params.size(); ++i) {
+    members[group_of(params[i].name, config_)].push_back(i);
+    members[group_count].push_back(i);
+  }
+  constexpr size_t kAlign = ParamLayout::kParamAlignment;
+  const auto align = [](size_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
+  groups_.resize(group_count + 1);
+  for (int g = 0; g <= group_count; ++g) {
+    Group& group = groups_[g];
+    group.start = params[members[g].front()].offset;
+    group.view_offsets.assign(params.size(), ParamLayout::kUnbound);
+    // Runs of consecutive stepped parameters; a routed expert stepped in its GEMM ends a run. Each run's gradients
+    // follow the previous run's in the buffer (16-byte aligned, as the AdamW kernels' vector accesses need).
+    std::vector<std::vector<AdamWSpan>> spans;
+    const ParamInfo* previous = nullptr;  // the run's last parameter so far
+    for (const size_t i : members[g]) {
+      const ParamInfo& info = params[i];
+      group.end = std::max(group.end, info.offset + info.numel);
+      if (experts_in_gemm_ && g < group_count && is_expert(info)) {
+        previous = nullptr;
+        continue;
+      }
+      if (!previous) {
+        const size_t offset = group.runs.empty() ? 0 : align(group.runs.back().buffer_offset + group.runs.back().end -
+                                                             group.runs.back().begin);
+        group.runs.push_back({info.offset, info.offset, offset, {}});
+        spans.emplace_back();
+      }
+      StepRun& run = group.runs.back();
+      run.end = info.offset + info.numel;
+      spans.back().push_back({info.offset - run.begin, info.numel, info.weight_decay});
+      group.view_offsets[i] = run.buffer_offset + info.offset - run.begin;
+      // Ranges of one kind (added or written) in the buffer, merged while the kind stays the same within a run.
+      std::vector<Range>& ranges = is_expert(info) ? group.written : group.added;
+      const size_t begin = group.view_offsets[i], end = begin + info.numel;
+      if (previous && is_expert(*previous) == is_expert(info)) ranges.back().end = end;
+      else ranges.push_back({begin, end});
+      previous = &info;
+    }
+    for (size_t r = 0; r < group.runs.size(); ++r)
+      group.runs[r].plan = AdamWPlan(spans[r], group.runs[r].end - group.runs[r].begin);
+    if (!group.runs.empty())
+      group.buffer_elements = group.runs.back().buffer_offset + group.runs.back().end - group.runs.back().begin;
+    if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, align(group.buffer_elements));
+  }
+}
+
+void GpuTrainer::bind_expert_steps() {
+  const ModelWeights16 m = layout_.bind16(reinterpret_cast<uint16_t*>(m16_.data()));
+  const ModelWeights16 v = layout_.bind16(reinterpret_cast<uint16_t*>(v16_.data()));
+  expert_steps_.assign(config_.num_layers, ExpertStep{});
+  for (int l = 0; l < config_.num_layers; ++l) {
+    if (!config_.layer_is_sparse[l]) continue;
+    const std::string prefix = str("model.layers.", l, ".mlp.experts.");
+    const auto step = [&](uint16_t* m_part, uint16_t* v_part, const std::string& name) {
+      return GroupedAdamW{reinterpret_cast<bf16*>(m_part), reinterpret_cast<bf16*>(v_part), {},
+                          layout_.find(prefix + name)->weight_decay, 1.0f};
+    };
+    expert_steps_[l] = {step(m.layers[l].experts_gate_up, v.layers[l].experts_gate_up, "gate_up_proj"),
+                        step(m.layers[l].experts_down, v.layers[l].experts_down, "down_proj")};
+  }
+}
+
+const GradientSink::ExpertStep* GpuTrainer::expert_step(int layer) {
+  if (!experts_in_gemm_) return nullptr;
+  current_expert_step_ = expert_steps_[layer];
+  current_expert_step_.gate_up.hyper = hyper_;
+  current_expert_step_.down.hyper = hyper_;
+  return &current_expert_step_;
 }
 
 GpuTrainer::~GpuTrainer() {
@@ -221,8 +277,7 @@ const GpuWeights& GpuTrainer::begin_group(int group) {
   current_buffer_ = next_buffer_;
   next_buffer_ ^= 1;
   CUDA_CHECK(cudaStreamWaitEvent(stream_, free_[current_buffer_], 0));
-  // Bind the layout so that this group's parameters land at the start of the buffer (other groups' pointers in the
-  // view are never used while this group runs).
+  // Bind this group's gradients to their places in the buffer (every other pointer of the view is null).
   bf16* buffer = grads_.data() + current_buffer_ * group_buffer_elements_;
   const Group& g = groups_[group];
   RangeSet& uncleared = uncleared_[current_buffer_];
@@ -232,7 +287,7 @@ const GpuWeights& GpuTrainer::begin_group(int group) {
     uncleared.remove(added);
   }
   for (const Range& written : g.written) uncleared.add(written);
-  grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(buffer) - g.start));
+  grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(buffer), g.view_offsets));
   return grad_view_;
 }
 
@@ -246,7 +301,7 @@ void GpuTrainer::end_group(int group) {
     gather_pending();
     zero_->reduce_scatter(buffer, g.start, g.end, stream_);
   } else {
-    reduce_gradients(buffer, g.start, g.end);
+    for (const StepRun& run : g.runs) reduce_gradients(buffer + run.buffer_offset, run.begin, run.end);
   }
   CUDA_CHECK(cudaEventRecord(ready_[k], stream_));
   CUDA_CHECK(cudaStreamWaitEvent(optimizer_stream_, ready_[k], 0));
@@ -270,12 +325,15 @@ void GpuTrainer::gather_pending() {
 }
 
 void GpuTrainer::optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale) {
-  const size_t s = group.start;
-  if (gpu_.recipe == Recipe::Bf16) {
-    adamw_bf16(params_.data() + s, grads, m16_.data() + s, v16_.data() + s, group.plan, hyper_, grad_scale, stream);
-  } else {
-    adamw_master(params_.data() + s, master_.data() + s, grads, m32_.data() + s, v32_.data() + s, group.plan, hyper_,
-                 grad_scale, stream);
+  for (const StepRun& run : group.runs) {
+    const size_t s = run.begin;
+    const bf16* g = grads + run.buffer_offset;
+    if (gpu_.recipe == Recipe::Bf16) {
+      adamw_bf16(params_.data() + s, g, m16_.data() + s, v16_.data() + s, run.plan, hyper_, grad_scale, stream);
+    } else {
+      adamw_master(params_.data() + s, master_.data() + s, g, m32_.data() + s, v32_.data() + s, run.plan, hyper_,
+                   grad_scale, stream);
+    }
   }
 }
 

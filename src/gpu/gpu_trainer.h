@@ -6,7 +6,10 @@
 // the embedding) as soon as the backward pass has finished it, on a second stream that overlaps the backward of the
 // next group, and the group's gradient memory is reused: two group-sized buffers replace the whole gradient arena.
 // The experts' weight gradients (most of each layer) are written over those buffers rather than added to them, so
-// only the rest is cleared between groups (core/range_set.h keeps track of what is left).
+// only the rest is cleared between groups (core/range_set.h keeps track of what is left). With recipe (a), experts not
+// replicated over ranks and moetune's expert GEMMs, the routed experts go further (GpuOptions::expert_step_in_gemm):
+// their weight-gradient GEMMs take the AdamW step themselves (GradientSink::expert_step), so their gradients never
+// exist and the group buffers hold only the other parameters, packed.
 //
 // Training state (checkpoints, train/train_state.h): export_state/import_state move the step count and the AdamW
 // moments in the device-neutral format (fp32, layout order; recipe (a)'s bf16 moments widened, exactly). The weights a
@@ -76,6 +79,10 @@ struct GpuOptions {
   // 0: every rank keeps the whole optimizer state; 1: ZeRO-1, sharded over the ranks sharing the parameters (see the
   // top of this file). No effect with one rank (nothing to shard over).
   int zero_stage = 0;
+  // With the fused step: the routed experts stepped inside their weight-gradient GEMMs (see the top of this file)
+  // where that is possible; false keeps them on the optimizer stream like every other parameter. Same bits either way
+  // with the same GEMM kernels.
+  bool expert_step_in_gemm = true;
 };
 
 class GpuTrainer : private GradientSink {
@@ -117,12 +124,21 @@ class GpuTrainer : private GradientSink {
   size_t gradient_bytes() const;
   size_t optimizer_bytes() const;
   bool shards_optimizer() const { return zero_ != nullptr; }  // ZeRO-1 in effect (several ranks)
+  bool steps_experts_in_gemm() const { return experts_in_gemm_; }  // GpuOptions::expert_step_in_gemm in effect
 
  private:
+  // Layout elements [begin, end) whose gradients sit at buffer_offset of the group's gradient buffer, contiguous, and
+  // the AdamW plan of the parameters among them (offsets relative to begin).
+  struct StepRun {
+    size_t begin = 0, end = 0, buffer_offset = 0;
+    AdamWPlan plan;
+  };
   struct Group {
     size_t start = 0, end = 0;  // element range of the group's parameters in the layout
-    AdamWPlan plan;             // the group's parameters, offsets relative to start
-    // Relative to start: the gradients the backward adds to (cleared before the group runs) and the routed experts'
+    std::vector<StepRun> runs;  // what the optimizer steps: all of the group, or all but the routed experts
+    size_t buffer_elements = 0;
+    std::vector<size_t> view_offsets;  // per layout parameter: its gradient's offset in the buffer, or kUnbound
+    // In the buffer: the gradients the backward adds to (cleared before the group runs) and the routed experts'
     // weight gradients it writes over (GradientSink::overwrites_expert_gradients).
     std::vector<Range> added, written;
   };
@@ -139,6 +155,10 @@ class GpuTrainer : private GradientSink {
   // The fused step's group buffers: the engine writes the expert weight gradients over them, so end_group clears only
   // the rest (what the backward adds to) after the step.
   bool overwrites_expert_gradients() const override { return gpu_.fused_optimizer; }
+  const ExpertStep* expert_step(int layer) override;
+  // Sets experts_in_gemm_ and builds groups_ (the engine must exist).
+  void plan_groups();
+  void bind_expert_steps();  // expert_steps_ from the moment arenas
   void optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale);
   // Many GPUs: sums the gradients of [start, end) of the layout, held at `grads` (element `start` first), over the
   // ranks sharing them (replicated parameters over the world, experts over their replicas). On `stream_`.
@@ -173,6 +193,9 @@ class GpuTrainer : private GradientSink {
   DeviceBuffer<float> norm_result_, norm_scratch_;
   GpuWeights weights_, grad_view_;
   size_t group_buffer_elements_ = 0;
+  bool experts_in_gemm_ = false;               // GpuOptions::expert_step_in_gemm in effect
+  std::vector<ExpertStep> expert_steps_;       // per layer (experts_in_gemm_): the moments; hyper set when asked
+  ExpertStep current_expert_step_{};
   int next_buffer_ = 0, current_buffer_ = 0;
   cudaEvent_t ready_[2] = {}, free_[2] = {}, optimizer_done_ = nullptr;
   std::unique_ptr<ZeroOptimizer> zero_;        // ZeRO-1: the sharded state (the arenas above then stay empty)

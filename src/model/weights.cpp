@@ -105,4 +105,15 @@ ModelParams<T> bind_layout(const ModelConfig& config, const std::vector<ParamInf
 ModelWeights ParamLayout::bind(float* base) const { return bind_layout(config_, params_, base); }
 ModelWeights16 ParamLayout::bind16(uint16_t* base) const { return bind_layout(config_, params_, base); }
 
+ModelWeights16 ParamLayout::bind16(uint16_t* base, const std::vector<size_t>& offsets) const {
+  MT_ASSERT(offsets.size() == params_.size());
+  ModelWeights16 weights;
+  size_t index = 0;
+  walk<uint16_t>(config_, weights, [&](const std::string&, std::vector<int64_t>, uint16_t*& field) {
+    const size_t offset = offsets[index++];
+    field = offset == kUnbound ? nullptr : base + offset;
+  });
+  return weights;
+}
+
 }  // namespace moetune

@@ -77,6 +77,10 @@ class ParamLayout {
   ModelWeights bind(float* base) const;
   // The same layout over 16-bit elements (bf16 storage of the GPU engine).
   ModelWeights16 bind16(uint16_t* base) const;
+  // Parameter i (params() order) at base + offsets[i] instead, or null where offsets[i] is kUnbound: a buffer that
+  // holds only some parameters, packed (the GPU trainer's gradient groups).
+  static constexpr size_t kUnbound = SIZE_MAX;
+  ModelWeights16 bind16(uint16_t* base, const std::vector<size_t>& offsets) const;
 
  private:
   ModelConfig config_;

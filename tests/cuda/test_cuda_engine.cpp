@@ -159,7 +159,10 @@ TEST_P(CudaEngine, GradientAccumulationTracksCpuReference) {
 // The fused optimizer step (AdamW per gradient group during the backward pass, on a second stream) must give the same
 // parameters as the step over the whole gradient arena: same kernels, same order per element. The fused step's
 // expert weight gradients are written over buffers that are not cleared between groups (kTNWrite, or a clear before
-// cuBLAS's grouped GEMM), the arena's added to zeros: the same values.
+// cuBLAS's grouped GEMM), the arena's added to zeros: the same values. With recipe (a) the routed experts are stepped
+// inside their weight-gradient GEMM instead (GpuOptions::expert_step_in_gemm; the portable kernel's epilogue) and
+// the other parameters' gradients are packed in the group buffers (qwen2_moe: its shared expert follows the routed
+// experts); on the portable expert GEMMs that too must give the arena step's bits.
 TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
   SKIP_WITHOUT_GPU();
   const ModelConfig config = parse_config(tiny_json(GetParam()), "test config " + GetParam());
@@ -167,15 +170,59 @@ TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
   TrainOptions options;
   options.lr = 1e-3;
   options.max_grad_norm = 0.0;
-  for (const cuda::Recipe recipe : {cuda::Recipe::Bf16, cuda::Recipe::MixedMaster}) {
-    cuda::GpuTrainer arena(config, model.params(), options, {recipe, false, 0}, 2, 64);
-    cuda::GpuTrainer fused(config, model.params(), options, {recipe, true, 0}, 2, 64);
+  const auto expect_same_training = [&](const cuda::GpuOptions& first, const cuda::GpuOptions& second,
+                                        const std::string& label) {
+    cuda::GpuTrainer a(config, model.params(), options, first, 2, 64), b(config, model.params(), options, second, 2, 64);
     for (int s = 0; s < 3; ++s) {
       const Batch batch = random_batch(2, 64, config.vocab_size, 200 + s);
-      EXPECT_EQ(arena.step(batch).loss, fused.step(batch).loss) << cuda::recipe_name(recipe) << " step " << s;
+      EXPECT_EQ(a.step(batch).loss, b.step(batch).loss) << label << " step " << s;
     }
-    EXPECT_EQ(arena.download_params(), fused.download_params()) << cuda::recipe_name(recipe);
+    EXPECT_EQ(a.download_params(), b.download_params()) << label;
+    const TrainState state_a = a.export_state(), state_b = b.export_state();
+    EXPECT_EQ(state_a.exp_avg, state_b.exp_avg) << label;
+    EXPECT_EQ(state_a.exp_avg_sq, state_b.exp_avg_sq) << label;
+  };
+  for (const cuda::Recipe recipe : {cuda::Recipe::Bf16, cuda::Recipe::MixedMaster}) {
+    cuda::GpuOptions arena{recipe, false, 0}, fused{recipe, true, 0};
+    fused.expert_step_in_gemm = false;
+    expect_same_training(arena, fused, std::string(cuda::recipe_name(recipe)) + " fused");
   }
+  cuda::GpuOptions arena{cuda::Recipe::Bf16, false, 0, cuda::GroupedGemmBackend::Moetune};
+  cuda::GpuOptions in_gemm{cuda::Recipe::Bf16, true, 0, cuda::GroupedGemmBackend::Moetune};
+  const bool steps_in_gemm = cuda::GpuTrainer(config, model.params(), options, in_gemm, 2, 64).steps_experts_in_gemm();
+  EXPECT_EQ(steps_in_gemm, config.hidden_size % 64 == 0 && config.moe_intermediate_size % 64 == 0)
+      << "the expert step runs inside the GEMM exactly when moetune's expert GEMMs do";
+  expect_same_training(arena, in_gemm, "bf16 fused, experts stepped in their GEMM");
+}
+
+// The packed group buffers of the in-GEMM expert step hold only the non-expert gradients: for the Qwen3 slice's
+// layers that is a few percent of a layer, so the fused step's two buffers shrink to the largest of the head and the
+// embedding.
+TEST(CudaEngineBackends, ExpertStepInGemmShrinksTheGradientBuffers) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig config = parse_config(tiny_json("qwen3_moe"), "test config qwen3_moe");
+  TrainOptions options;
+  options.max_grad_norm = 0.0;
+  cuda::GpuOptions in_gemm{cuda::Recipe::Bf16, true, 0, cuda::GroupedGemmBackend::Moetune};
+  cuda::GpuOptions optimizer = in_gemm;
+  optimizer.expert_step_in_gemm = false;
+  const cuda::GpuTrainer a(config, nullptr, options, in_gemm, 2, 64), b(config, nullptr, options, optimizer, 2, 64);
+  const ParamLayout layout(config);
+  size_t largest_non_expert = 0, largest_group = 0;
+  for (int l = 0; l < config.num_layers; ++l) {
+    size_t all = 0, experts = 0;
+    for (const ParamInfo& info : layout.params())
+      if (info.name.rfind(str("model.layers.", l, "."), 0) == 0) {
+        all += info.numel;
+        if (info.name.find("mlp.experts.") != std::string::npos) experts += info.numel;
+      }
+    largest_non_expert = std::max(largest_non_expert, all - experts);
+    largest_group = std::max(largest_group, all);
+  }
+  const size_t head = static_cast<size_t>(config.vocab_size) * config.hidden_size;
+  EXPECT_LT(a.gradient_bytes(), b.gradient_bytes());
+  EXPECT_LE(a.gradient_bytes(), 2 * (std::max(largest_non_expert, head + config.hidden_size) + 8) * sizeof(cuda::bf16));
+  EXPECT_GE(b.gradient_bytes(), 2 * largest_group * sizeof(cuda::bf16));
 }
 
 TEST(CudaEngineBackends, OwnAndCublasGroupedGemmsGiveTheSameGradients) {

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "ops/cuda/adamw_element.cuh"
+
 namespace moetune::cuda {
 namespace {
 
@@ -19,47 +21,12 @@ static_assert(kTile == 8 * kThreads, "a thread owns one 8-element chunk of a til
 constexpr int kNormBlocks = 1024;
 constexpr int kNormThreads = 256;
 
-struct Coefficients {
-  float decay, beta2, one_minus_beta1, one_minus_beta2, neg_step_size, inv_bias_correction2_sqrt, eps, grad_scale;
-};
-
-Coefficients coefficients(const AdamWHyper& h, float grad_scale) {  // the CPU twin's step constants, in double
-  const double bias_correction1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
-  const double bias_correction2 = 1.0 - std::pow(h.beta2, static_cast<double>(h.step));
-  return {static_cast<float>(1.0 - h.lr * h.weight_decay), static_cast<float>(h.beta2),
-          static_cast<float>(1.0 - h.beta1), static_cast<float>(1.0 - h.beta2),
-          static_cast<float>(-h.lr / bias_correction1), static_cast<float>(1.0 / std::sqrt(bias_correction2)),
-          static_cast<float>(h.eps), grad_scale};
-}
+using Coefficients = AdamWCoefficients;
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 __device__ __forceinline__ void store(bf16* p, float x) { *p = __float2bfloat16(x); }
-
-// The hardware's square root and reciprocal (one MUFU instruction each, within 2 ulp): the exactly rounded __fsqrt_rn
-// and two __fdiv_rn were most of the kernel's instructions.
-__device__ __forceinline__ float sqrt_approx(float x) {
-  float y;
-  asm("sqrt.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float reciprocal_approx(float x) {
-  float y;
-  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-// One element: the CPU twin's formula with its divisions turned into products and fused multiply-adds. Every
-// operation is spelled out (the _rn intrinsics are never contracted), so the result does not depend on how the
-// compiler fuses the code around each call: the packed and the scalar paths give the same bits for an element.
-__device__ __forceinline__ void adamw_element(float& p, float& m, float& v, float g, float decay, const Coefficients& c) {
-  p = __fmul_rn(p, decay);
-  m = fmaf(__fsub_rn(g, m), c.one_minus_beta1, m);
-  v = fmaf(v, c.beta2, __fmul_rn(__fmul_rn(c.one_minus_beta2, g), g));
-  const float denom = fmaf(sqrt_approx(v), c.inv_bias_correction2_sqrt, c.eps);
-  p = fmaf(__fmul_rn(c.neg_step_size, m), reciprocal_approx(denom), p);
-}
 
 // Eight consecutive elements through 16-byte loads and stores (the pointers are 16-byte aligned at 8-element chunks).
 __device__ __forceinline__ void load8(const bf16* p, float* out) {
@@ -84,27 +51,14 @@ __device__ __forceinline__ void store8(float* p, const float* in) {
   reinterpret_cast<float4*>(p)[1] = make_float4(in[4], in[5], in[6], in[7]);
 }
 
-// The bf16 variant's 8-element chunk updated in its packed registers (4 x 16 bytes of data per thread instead of 32
-// floats, which keeps the kernel within its register bound), converted a pair at a time.
+// The bf16 variant's 8-element chunk (adamw_element.cuh: updated in its packed registers, 4 x 16 bytes of data per
+// thread instead of 32 floats, which keeps the kernel within its register bound).
 __device__ __forceinline__ void adamw_chunk_packed(bf16* params, const bf16* grads, bf16* m, bf16* v, size_t chunk,
                                                    float decay, const Coefficients& c) {
   uint4 p_raw = *reinterpret_cast<const uint4*>(params + chunk), m_raw = *reinterpret_cast<const uint4*>(m + chunk);
   uint4 v_raw = *reinterpret_cast<const uint4*>(v + chunk);
   const uint4 g_raw = *reinterpret_cast<const uint4*>(grads + chunk);
-  __nv_bfloat162* p = reinterpret_cast<__nv_bfloat162*>(&p_raw);
-  __nv_bfloat162* mi = reinterpret_cast<__nv_bfloat162*>(&m_raw);
-  __nv_bfloat162* vi = reinterpret_cast<__nv_bfloat162*>(&v_raw);
-  const __nv_bfloat162* g = reinterpret_cast<const __nv_bfloat162*>(&g_raw);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    float2 pj = __bfloat1622float2(p[j]), mj = __bfloat1622float2(mi[j]), vj = __bfloat1622float2(vi[j]);
-    const float2 gj = __bfloat1622float2(g[j]);
-    adamw_element(pj.x, mj.x, vj.x, __fmul_rn(gj.x, c.grad_scale), decay, c);
-    adamw_element(pj.y, mj.y, vj.y, __fmul_rn(gj.y, c.grad_scale), decay, c);
-    p[j] = __floats2bfloat162_rn(pj.x, pj.y);
-    mi[j] = __floats2bfloat162_rn(mj.x, mj.y);
-    vi[j] = __floats2bfloat162_rn(vj.x, vj.y);
-  }
+  adamw_bf16x8(p_raw, m_raw, v_raw, g_raw, decay, c);
   *reinterpret_cast<uint4*>(params + chunk) = p_raw;
   *reinterpret_cast<uint4*>(m + chunk) = m_raw;
   *reinterpret_cast<uint4*>(v + chunk) = v_raw;
@@ -239,7 +193,7 @@ void adamw_bf16(bf16* params, const bf16* grads, bf16* m, bf16* v, const AdamWPl
   if (plan.total() == 0 || plan.span_count() <= 0) return;
   adamw_kernel<bf16><<<tiles(plan.total()), kThreads, 0, stream>>>(params, nullptr, grads, m, v, plan.spans(),
                                                                    plan.tile_info(), plan.span_count(),
-                                                                   plan.total(), coefficients(h, grad_scale));
+                                                                   plan.total(), adamw_coefficients(h, grad_scale));
   CUDA_CHECK_LAUNCH("adamw_kernel<bf16>");
 }
 
@@ -248,7 +202,7 @@ void adamw_master(bf16* params, float* master, const bf16* grads, float* m, floa
   if (plan.total() == 0 || plan.span_count() <= 0) return;
   adamw_kernel<float><<<tiles(plan.total()), kThreads, 0, stream>>>(params, master, grads, m, v, plan.spans(),
                                                                     plan.tile_info(), plan.span_count(),
-                                                                    plan.total(), coefficients(h, grad_scale));
+                                                                    plan.total(), adamw_coefficients(h, grad_scale));
   CUDA_CHECK_LAUNCH("adamw_kernel<float>");
 }
 

@@ -17,10 +17,14 @@
 //   the reduction runs over the expert's rows and kTN's epilogue adds the old C (kTNWrite's does not, and an expert
 //   with no rows runs no K-step: its tiles are written as zeros).
 // - Epilogue: accumulators go through shared memory in fp32 (so kTN rounds old C + product once), then each thread
-//   writes 16-byte chunks of 8 bf16 (row-coalesced).
+//   writes 16-byte chunks of 8 bf16 (row-coalesced). grouped_gemm_adamw's epilogue instead reads the same chunks of
+//   the weights and both moments and writes them back stepped; with two CTAs per SM, that traffic overlaps the other
+//   CTA's main loop.
 #include "ops/cuda/grouped_gemm.h"
 
 #include <algorithm>
+
+#include "ops/cuda/adamw_element.cuh"
 
 namespace moetune::cuda {
 namespace {
@@ -41,13 +45,21 @@ static_assert(kBM * kStagingLd * 4 <= kSmemBytes);
 constexpr int kExpertsPerThread = kGroupedGemmMaxExperts / kThreads;
 static_assert(kExpertsPerThread * kThreads == kGroupedGemmMaxExperts && kGroupedGemmDimMultiple % kBK == 0);
 
+// What kTN's epilogue does with the product: store it (kTNWrite), add the old C (kTN), or take the AdamW step of the
+// weights C with moments m, v (grouped_gemm_adamw).
+enum class WeightGradEpilogue { kWrite, kAccumulate, kAdamW };
+
 struct Params {
   const int32_t* offsets;
   int experts, a_cols, c_cols;
   const bf16* A;
   const bf16* B;
   bf16* C;
-  bool accumulate;  // kTN: add the old C (kTN) or overwrite it (kTNWrite)
+  WeightGradEpilogue epilogue;  // kTN only
+  bf16* m;                      // kAdamW: the moments (C's shape)
+  bf16* v;
+  AdamWCoefficients adamw;
+  float decay;                  // kAdamW: adamw.decay, or 1 without weight decay
 };
 
 // One operand of a tile: element (outer, k) is base[outer * ld + k] when stored K-contiguous, base[k * ld + outer]
@@ -161,6 +173,47 @@ __device__ __forceinline__ float2 unpack_bf16x2(uint32_t bits) {
   return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&bits));
 }
 
+__device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
+  return make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+}
+
+// kTN's AdamW epilogue: the thread's 8-element chunks (column n, every kThreads / 16-th row of the tile) of the fp32
+// product in `staging` are rounded to bf16, the gradient a kTNWrite would store, and step the weights C[expert] and
+// moments m, v at the same place (adamw_element.cuh). The 16-byte loads of a batch of rows are issued together so that
+// each thread keeps several in flight (the stores of one row could alias the next row's loads for the compiler).
+__device__ __forceinline__ void adamw_epilogue(const Params& p, const float* staging, int expert, int tile_m0, int n,
+                                               int chunk) {
+  constexpr int kRowStep = kThreads / (kBN / 8), kBatch = 4;
+  if (n >= p.c_cols) return;
+  for (int row0 = threadIdx.x / (kBN / 8); row0 < kBM; row0 += kBatch * kRowStep) {
+    uint4 w[kBatch], m[kBatch], v[kBatch];
+    long index[kBatch];
+    bool valid[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int row = tile_m0 + row0 + b * kRowStep;
+      valid[b] = row0 + b * kRowStep < kBM && row < p.a_cols;
+      index[b] = (static_cast<long>(expert) * p.a_cols + row) * p.c_cols + n;
+      if (valid[b]) {
+        w[b] = *reinterpret_cast<const uint4*>(p.C + index[b]);
+        m[b] = *reinterpret_cast<const uint4*>(p.m + index[b]);
+        v[b] = *reinterpret_cast<const uint4*>(p.v + index[b]);
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (!valid[b]) continue;
+      const float* product = &staging[(row0 + b * kRowStep) * kStagingLd + chunk * 8];
+      const float4 lo = *reinterpret_cast<const float4*>(product), hi = *reinterpret_cast<const float4*>(product + 4);
+      const float g[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+      adamw_bf16x8(w[b], m[b], v[b], pack8(g), p.decay, p.adamw);
+      *reinterpret_cast<uint4*>(p.C + index[b]) = w[b];
+      *reinterpret_cast<uint4*>(p.m + index[b]) = m[b];
+      *reinterpret_cast<uint4*>(p.v + index[b]) = v[b];
+    }
+  }
+}
+
 // One 128 x 128 output tile. kNT/kNN: C rows [tile_m0, min(tile_m0 + 128, row_end)) of expert `expert`, reduction over
 // a_cols. kTN: C[expert] rows [tile_m0, +128) (of a_cols), reduction over the expert's rows [row_begin, row_end).
 template <GroupedLayout kLayout>
@@ -227,6 +280,13 @@ __device__ __forceinline__ void gemm_tile(const Params& p, unsigned char* smem, 
 
   constexpr int kChunksPerRow = kBN / 8;
   const int chunk = threadIdx.x % kChunksPerRow, n = tile_n0 + chunk * 8;
+  if constexpr (kLayout == GroupedLayout::kTN) {
+    if (p.epilogue == WeightGradEpilogue::kAdamW) {
+      adamw_epilogue(p, staging, expert, tile_m0, n, chunk);
+      __syncthreads();
+      return;
+    }
+  }
 #pragma unroll 4
   for (int row = threadIdx.x / kChunksPerRow; row < kBM; row += kThreads / kChunksPerRow) {
     const int m = tile_m0 + row;
@@ -242,7 +302,7 @@ __device__ __forceinline__ void gemm_tile(const Params& p, unsigned char* smem, 
     const float4 hi = *reinterpret_cast<const float4*>(&staging[row * kStagingLd + chunk * 8 + 4]);
     float v[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     uint4* dst = reinterpret_cast<uint4*>(p.C + index);
-    if (kLayout == GroupedLayout::kTN && p.accumulate) {
+    if (kLayout == GroupedLayout::kTN && p.epilogue == WeightGradEpilogue::kAccumulate) {
       const uint4 old = *dst;
       const uint32_t old_words[4] = {old.x, old.y, old.z, old.w};
 #pragma unroll
@@ -252,8 +312,7 @@ __device__ __forceinline__ void gemm_tile(const Params& p, unsigned char* smem, 
         v[2 * i + 1] += o.y;
       }
     }
-    *dst = make_uint4(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]), pack_bf16x2(v[4], v[5]),
-                      pack_bf16x2(v[6], v[7]));
+    *dst = pack8(v);
   }
   __syncthreads();  // staging is read before a next tile of this CTA refills the pipeline
 }
@@ -304,7 +363,8 @@ __global__ void __launch_bounds__(kThreads, 2) grouped_gemm_kernel(const Params 
   if constexpr (kLayout == GroupedLayout::kTN) {
     const int expert = blockIdx.z;
     const int row_begin = p.offsets[expert], row_end = p.offsets[expert + 1];
-    if (row_end <= row_begin && p.accumulate) return;  // C[expert] untouched (kTNWrite: zeros are written)
+    // kTN: C[expert] untouched; kTNWrite writes zeros, kAdamW steps with a zero gradient
+    if (row_end <= row_begin && p.epilogue == WeightGradEpilogue::kAccumulate) return;
     gemm_tile<kLayout>(p, smem, expert, row_begin, row_end, blockIdx.y * kBM, blockIdx.x * kBN);
   } else {
     __shared__ int warp_totals[kWarps];
@@ -335,22 +395,32 @@ void launch(const Params& p, dim3 grid, cudaStream_t stream) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+void check_arguments(const char* what, const int32_t* expert_offsets, int experts, long max_rows, int a_cols,
+                     int c_cols, const bf16* A, const bf16* B, const bf16* C) {
+  if (experts < 1 || experts > kGroupedGemmMaxExperts)
+    fail(what, ": experts = ", experts, ", expected 1..", kGroupedGemmMaxExperts);
+  if (a_cols <= 0 || a_cols % kGroupedGemmDimMultiple != 0 || c_cols <= 0 || c_cols % kGroupedGemmDimMultiple != 0)
+    fail(what, ": a_cols = ", a_cols, ", c_cols = ", c_cols, ": both must be positive multiples of ",
+         kGroupedGemmDimMultiple);
+  if (max_rows < 0) fail(what, ": max_rows = ", max_rows, " is negative");
+  if (!expert_offsets || !aligned16(A) || !aligned16(B) || !aligned16(C))
+    fail(what, ": expert_offsets must be non-null and A, B, C 16-byte aligned");
+}
+
+dim3 weight_grad_grid(int experts, int a_cols, int c_cols) {
+  return dim3((c_cols + kBN - 1) / kBN, (a_cols + kBM - 1) / kBM, experts);
+}
+
 }  // namespace
 
 void grouped_gemm(GroupedLayout layout, const int32_t* expert_offsets, int experts, long max_rows, int a_cols,
                   int c_cols, const bf16* A, const bf16* B, bf16* C, cudaStream_t stream) {
-  if (experts < 1 || experts > kGroupedGemmMaxExperts)
-    fail("grouped_gemm: experts = ", experts, ", expected 1..", kGroupedGemmMaxExperts);
-  if (a_cols <= 0 || a_cols % kGroupedGemmDimMultiple != 0 || c_cols <= 0 || c_cols % kGroupedGemmDimMultiple != 0)
-    fail("grouped_gemm: a_cols = ", a_cols, ", c_cols = ", c_cols, ": both must be positive multiples of ",
-         kGroupedGemmDimMultiple);
-  if (max_rows < 0) fail("grouped_gemm: max_rows = ", max_rows, " is negative");
-  if (!expert_offsets || !aligned16(A) || !aligned16(B) || !aligned16(C))
-    fail("grouped_gemm: expert_offsets must be non-null and A, B, C 16-byte aligned");
-  const Params p{expert_offsets, experts, a_cols, c_cols, A, B, C, layout == GroupedLayout::kTN};
+  check_arguments("grouped_gemm", expert_offsets, experts, max_rows, a_cols, c_cols, A, B, C);
+  const Params p{expert_offsets, experts, a_cols, c_cols, A, B, C,
+                 layout == GroupedLayout::kTN ? WeightGradEpilogue::kAccumulate : WeightGradEpilogue::kWrite};
   const unsigned n_tiles = (c_cols + kBN - 1) / kBN;
   if (layout == GroupedLayout::kTN || layout == GroupedLayout::kTNWrite) {
-    launch<GroupedLayout::kTN>(p, dim3(n_tiles, (a_cols + kBM - 1) / kBM, experts), stream);
+    launch<GroupedLayout::kTN>(p, weight_grad_grid(experts, a_cols, c_cols), stream);
     return;
   }
   // Row tiles: sum_e ceil(rows_e / 128) <= ceil(rows / 128) + E. gridDim.y is capped; CTAs then loop.
@@ -360,6 +430,16 @@ void grouped_gemm(GroupedLayout layout, const int32_t* expert_offsets, int exper
     launch<GroupedLayout::kNT>(p, grid, stream);
   else
     launch<GroupedLayout::kNN>(p, grid, stream);
+}
+
+void grouped_gemm_adamw(const int32_t* expert_offsets, int experts, int a_cols, int c_cols, const bf16* A,
+                        const bf16* B, bf16* W, const GroupedAdamW& step, cudaStream_t stream) {
+  check_arguments("grouped_gemm_adamw", expert_offsets, experts, 0, a_cols, c_cols, A, B, W);
+  if (!aligned16(step.m) || !aligned16(step.v)) fail("grouped_gemm_adamw: the moments must be 16-byte aligned");
+  const AdamWCoefficients coefficients = adamw_coefficients(step.hyper, step.grad_scale);
+  const Params p{expert_offsets, experts, a_cols, c_cols, A, B, W, WeightGradEpilogue::kAdamW, step.m, step.v,
+                 coefficients, step.decay ? coefficients.decay : 1.0f};
+  launch<GroupedLayout::kTN>(p, weight_grad_grid(experts, a_cols, c_cols), stream);
 }
 
 }  // namespace moetune::cuda

@@ -20,10 +20,16 @@
 //   forward  y   = grouped_gemm(kNT, ..., a_cols = in_dim,  c_cols = out_dim, A = x,     B = W, C = y)
 //   d_in     dx  = grouped_gemm(kNN, ..., a_cols = out_dim, c_cols = in_dim,  A = d_out, B = W, C = dx)
 //   d_weight dW += grouped_gemm(kTN, ..., a_cols = out_dim, c_cols = in_dim,  A = d_out, B = x, C = dW)
+//
+// grouped_gemm_adamw is kTNWrite whose epilogue, instead of storing the weight gradient, takes the AdamW step of the
+// weights themselves (recipe (a): bf16 weights and moments): the gradient never goes to memory, which saves its write
+// and read, and the weights' and moments' traffic runs beside other CTAs' tensor-core work instead of after the
+// backward pass.
 #pragma once
 
 #include <cstdint>
 
+#include "ops/cuda/adamw.h"
 #include "ops/cuda/cuda_check.h"
 
 namespace moetune::cuda {
@@ -39,6 +45,21 @@ enum class GroupedLayout { kNT, kNN, kTN, kTNWrite };
 // included). A, B, C: 16-byte aligned. Fails (moetune::Error) on bad shapes before anything is launched. No host synchronisation.
 void grouped_gemm(GroupedLayout layout, const int32_t* expert_offsets, int experts, long max_rows, int a_cols,
                   int c_cols, const bf16* A, const bf16* B, bf16* C, cudaStream_t stream);
+
+// AdamW on expert weights W (E, a_cols, c_cols) with bf16 moments m, v of the same shape, from the gradient
+// G[e] = A_e^T · B_e of the kTN shapes above (A (rows, a_cols), B (rows, c_cols); experts with 0 rows: G[e] = 0). Each
+// element's gradient is rounded to bf16 first, so W, m and v end bitwise as after grouped_gemm(kTNWrite) into a
+// gradient buffer followed by adamw_bf16 over it (one span, `decay`). W must not be read by anything else in the
+// meantime (its data gradient comes first). Same requirements and errors as grouped_gemm.
+struct GroupedAdamW {
+  bf16* m;
+  bf16* v;
+  AdamWHyper hyper;
+  bool decay;
+  float grad_scale;
+};
+void grouped_gemm_adamw(const int32_t* expert_offsets, int experts, int a_cols, int c_cols, const bf16* A,
+                        const bf16* B, bf16* W, const GroupedAdamW& step, cudaStream_t stream);
 
 // Floating-point operations of one grouped_gemm call over total_rows = expert_offsets[E] rows (any layout).
 inline double grouped_gemm_flops(long total_rows, int a_cols, int c_cols) {
