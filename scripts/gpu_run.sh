@@ -81,6 +81,7 @@ if [ "$what" = bench ] || [ "$what" = all ]; then
   baseline qwen3_slice --geometry qwen3-30b-a3b-slice --experts grouped_mm,eager
   bench qwen3_slice_bf16_portable_gemm --geometry qwen3-30b-a3b-slice --recipe bf16 --grouped-gemm moetune
   bench qwen3_slice_bf16_cublas_gemm --geometry qwen3-30b-a3b-slice --recipe bf16 --grouped-gemm cublas
+  bench qwen3_slice_bf16_expert_step_optimizer --geometry qwen3-30b-a3b-slice --recipe bf16 --expert-step optimizer
   bench qwen3_slice_bf16_unfused_opt --geometry qwen3-30b-a3b-slice --recipe bf16 --fused-optimizer off
   bench qwen3_slice_mixed --geometry qwen3-30b-a3b-slice --recipe mixed
   bench qwen3_slice_recompute --geometry qwen3-30b-a3b-slice --recipe bf16 --recompute on

@@ -234,6 +234,7 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   const bool clip = c.clip_qkv > 0;
   Carver act{activation_base};
   Carver ws{workspace_base};
+  const bool regather = regathers_expert_rows(recompute, experts.exchanged);  // see Layer::expert_in
   // Everything but the input of one layer; the shared set of recompute asks for both kinds (sparse and dense).
   auto carve_layer = [&](Layer& a, bool sparse, bool dense) {
     a.norm1 = act.take<bf16>(N * H);
@@ -266,7 +267,8 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       a.row_slot = act.take<int32_t>(rows);
       a.token_slot_row = act.take<int32_t>(rows);
       a.gathered = act.take<bf16>(rows * H);
-      a.expert_out = act.take<bf16>(rows * H);
+      // With recompute and without expert parallelism the gathered rows and the expert outputs share one buffer.
+      a.expert_out = regather ? a.gathered : act.take<bf16>(rows * H);
       // Expert parallelism: the expert side's own rows (the exchange's buffers with NVLink direct, set after carving).
       const bool own_rows = experts.exchanged && !experts.exchange_buffers;
       a.expert_in = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.gathered;
@@ -279,7 +281,8 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       }
     }
     a.gate_up = act.take<bf16>(std::max(sparse ? R * 2 * I : 0, dense ? N * 2 * Id : 0));
-    a.act = act.take<bf16>(std::max(sparse ? R * I : 0, dense ? N * Id : 0));
+    const size_t act_size = std::max(sparse && !regather ? R * I : 0, dense ? N * Id : 0);
+    a.act = act_size > 0 ? act.take<bf16>(act_size) : nullptr;
   };
   b.ids = act.take<int32_t>(N);
   b.targets = act.take<int32_t>(N);
@@ -315,7 +318,6 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.aux = act.take<float>(1);
   b.d_probs_extra = act.take<float>(E);
 
-  b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
   b.balance_scratch = ws.take<float>(router_balance_scratch_floats(tokens, c.num_experts));
   b.routing_scratch = ws.take<char>(moe_routing_scratch_bytes(tokens, c.num_experts, c.top_k));
   b.mlp_out = ws.take<bf16>(N * H);
@@ -324,15 +326,23 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.d_norm = ws.take<bf16>(N * H);
   b.d_tmp = ws.take<bf16>(N * H);
   b.d_final_norm = ws.take<bf16>(N * H);
+  if (experts.exchanged && !experts.exchange_buffers) b.d_expert_rows = ws.take<bf16>(R * H);
+  if (experts.staging > 0) b.exchange_staging = ws.take<bf16>(experts.staging);
+  // One region holds either the LM head's logits chunk or the layers' backward buffers: the head runs after every
+  // layer's forward and before any layer's backward, and none of these buffers outlives its pass (the experts'
+  // activation in d_act, with recompute, lives only from the SwiGLU to the down GEMM of one layer's forward).
+  const size_t region = ws.used;
+  b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
+  const size_t head_end = ws.used;
+  ws.used = region;
   b.d_attn = ws.take<bf16>(N * Q);
   b.d_q = ws.take<bf16>(N * Q);
   b.d_k = ws.take<bf16>(N * KV);
   b.d_v = ws.take<bf16>(N * KV);
   b.d_rows = ws.take<bf16>(rows * H);
-  if (experts.exchanged && !experts.exchange_buffers) b.d_expert_rows = ws.take<bf16>(R * H);
-  if (experts.staging > 0) b.exchange_staging = ws.take<bf16>(experts.staging);
   b.d_act = ws.take<bf16>(std::max({R * I, N * Id, N * Is}));
   b.d_gate_up = ws.take<bf16>(std::max({R * 2 * I, N * 2 * Id, N * 2 * Is}));
+  ws.used = std::max(ws.used, head_end);
   b.d_top_weight = ws.take<float>(N * K);
   b.d_router_logits = ws.take<float>(N * E);
   b.d_router_logits16 = ws.take<bf16>(N * E);

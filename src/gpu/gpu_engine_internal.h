@@ -12,6 +12,10 @@ namespace moetune::cuda {
 // Layer `layer`'s attention shape for a batch (batch, seq_len): heads, head_dim, its sliding window, 1/sqrt(head_dim).
 cpu::AttentionShape attention_shape(const ModelConfig& c, int batch, int seq_len, int layer);
 
+// Whether the engine recomputes the experts' activation and gathers their input rows again in the backward instead of
+// keeping them (Layer::expert_in): with per-layer recompute (memory first) and without expert parallelism.
+inline bool regathers_expert_rows(bool recompute, bool expert_parallel) { return recompute && !expert_parallel; }
+
 // One layer's activations. Without recompute every layer owns all of them; with recompute a layer owns only `input`
 // and every other pointer is the same for all layers (one shared set, carved with the fields of both layer kinds).
 // A pointer a layer's kind or the config does not use is null.
@@ -45,10 +49,16 @@ struct GpuEngine::Layer {
   int32_t* token_slot_row;  // (N k)
   bf16* gathered;           // (N k, H) rows in global expert order
   // The expert side. R = rows this rank's experts take: N k without expert parallelism (then expert_in = gathered and
-  // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used).
+  // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used). With recompute
+  // and without expert parallelism (regathers_expert_rows) one (N k, H) buffer is gathered, expert_in,
+  // expert_rows_out and expert_out, in turn: the gathered rows until the gate_up GEMM has read them, then the expert
+  // outputs until the combine's backward has read them, then the experts' activation recomputed for the down weight
+  // gradient, then the rows gathered again for the gate_up weight gradient; the forward's activation goes through the
+  // workspace (Buffers::d_act) and act is null for a sparse layer. That saves (N k, H) + (N k, I) of the shared set
+  // for one more gather and SwiGLU per layer in the backward.
   bf16* expert_in;          // (R, H) local-expert-major rows
   bf16* gate_up;            // (R, 2I) | dense (N, 2Id); the shared set: the larger
-  bf16* act;                // (R, I) | dense (N, Id); the shared set: the larger
+  bf16* act;                // (R, I) unless regathered | dense (N, Id); the shared set: the larger
   bf16* expert_rows_out;    // (R, H) expert outputs, local-expert-major
   bf16* expert_out;         // (N k, H) expert outputs of this rank's rows, global expert order
   bf16* shared_gate_up;     // (N, 2Is) Qwen2-MoE shared expert

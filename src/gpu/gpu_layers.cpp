@@ -91,12 +91,14 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) 
       else
         gemm_.grouped_linear_forward(a.gate_up, a.expert_in, w.experts_gate_up, a.host_offsets, H, 2 * I);
       mark(Phase::Other);
-      swiglu_forward(a.act, a.gate_up, static_cast<int>(x.rows), I, stream_);
+      // (R, I); regathering, through the workspace (Layer::expert_in)
+      bf16* expert_act = regathers_expert_rows(recompute_, exchange_ != nullptr) ? b.d_act : a.act;
+      swiglu_forward(expert_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
       if (x.own)
-        expert_gemm(GroupedLayout::kNT, x, I, H, a.act, w.experts_down, a.expert_rows_out);
+        expert_gemm(GroupedLayout::kNT, x, I, H, expert_act, w.experts_down, a.expert_rows_out);
       else
-        gemm_.grouped_linear_forward(a.expert_rows_out, a.act, w.experts_down, a.host_offsets, I, H);
+        gemm_.grouped_linear_forward(a.expert_rows_out, expert_act, w.experts_down, a.host_offsets, I, H);
     }
     if (exchange_) {
       mark(Phase::Communication);
@@ -139,6 +141,15 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     moe_combine_backward(b.d_rows, b.d_top_weight, b.d_stream, a.expert_out, a.top_weight, a.row_token, a.row_slot, rows,
                          H, K, stream_);
     const ExpertRows x = expert_rows(l, false);
+    // Regathering (Layer::expert_in), the outputs' buffer is free now: the experts' activation is recomputed into it
+    // for the down weight gradient, and the rows are gathered into it again before the gate_up one.
+    const bool regather = regathers_expert_rows(recompute_, exchange_ != nullptr);
+    bf16* expert_act = a.act;
+    if (regather && x.rows > 0) {
+      expert_act = a.expert_out;
+      mark(Phase::Other);
+      swiglu_forward(expert_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
+    }
     // The return exchange of d(expert input) beside the gate_up weight gradient (GpuEngineOptions::overlap_exchange).
     const bool overlap = exchange_stream_ && x.own && x.rows > 0;
     bf16* d_expert = b.d_rows;  // expert side: d(expert output), then d(expert input)
@@ -159,9 +170,9 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     }
     const auto down_weight_grad = [&] {  // d W_down[e] (+)= d_out_e^T · act_e, or the step it makes
       if (step)
-        grouped_gemm_adamw(x.offsets, x.experts, H, I, d_expert, a.act, w.experts_down, step->down, stream_);
+        grouped_gemm_adamw(x.offsets, x.experts, H, I, d_expert, expert_act, w.experts_down, step->down, stream_);
       else
-        expert_gemm(weight_grad, x, H, I, d_expert, a.act, g.experts_down);
+        expert_gemm(weight_grad, x, H, I, d_expert, expert_act, g.experts_down);
     };
     const auto gate_up_weight_grad = [&] {  // d W_gate_up[e] (+)= d_gate_up_e^T · in_e, or the step it makes
       if (step)
@@ -176,10 +187,15 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
         expert_gemm(GroupedLayout::kNN, x, H, I, d_expert, w.experts_down, b.d_act);
         down_weight_grad();
       } else {
-        gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, a.act, w.experts_down, a.host_offsets, I, H);
+        gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, expert_act, w.experts_down, a.host_offsets,
+                                      I, H);
       }
       mark(Phase::Other);
       swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
+      if (regather) {
+        mark(Phase::Permute);
+        moe_gather(a.expert_in, a.norm2, a.row_token, rows, H, stream_);
+      }
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_in = d_gate_up · W_gate_up[e], then the weight gradient
         expert_gemm(GroupedLayout::kNN, x, 2 * I, H, b.d_gate_up, w.experts_gate_up, d_expert);

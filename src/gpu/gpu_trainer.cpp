@@ -67,7 +67,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest_priority, &highest_priority));
   CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking, highest_priority));
   CUDA_CHECK(cudaStreamCreateWithPriority(&optimizer_stream_, cudaStreamNonBlocking, lowest_priority));
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < kSlots; ++k) {
     CUDA_CHECK(cudaEventCreateWithFlags(&ready_[k], cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&free_[k], cudaEventDisableTiming));
   }
@@ -89,7 +89,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     if (!gradient_runs_.empty() && gradient_runs_.back().expert == expert) gradient_runs_.back().end = info.offset + info.numel;
     else gradient_runs_.push_back({info.offset, info.offset + info.numel, expert});
   }
-  plan_groups();
+  const size_t slot_elements = plan_groups();
   const size_t total = layout_.total_floats();
   params_ = DeviceBuffer<bf16>(total);
   if (gpu_.evaluate_only) {
@@ -110,7 +110,7 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
     v32_.zero();
   }
   if (!gpu_.evaluate_only) {
-    grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? 2 * group_buffer_elements_ : total);
+    grads_ = DeviceBuffer<bf16>(gpu_.fused_optimizer ? slot_elements : total);
     grads_.zero();
   }
   if (experts_in_gemm_) bind_expert_steps();
@@ -141,11 +141,11 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
   weights_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(params_.data())));
   if (!gpu_.fused_optimizer && !gpu_.evaluate_only)
     grad_view_ = as_bf16(layout_.bind16(reinterpret_cast<uint16_t*>(grads_.data())));
-  for (int k = 0; k < 2; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
+  for (int k = 0; k < kSlots; ++k) CUDA_CHECK(cudaEventRecord(free_[k], optimizer_stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void GpuTrainer::plan_groups() {
+size_t GpuTrainer::plan_groups() {
   const bool sharded = gpu_.zero_stage == 1 && world_size() > 1;
   experts_in_gemm_ = gpu_.fused_optimizer && gpu_.expert_step_in_gemm && gpu_.recipe == Recipe::Bf16 && !sharded &&
                      !gpu_.evaluate_only && (!gpu_.expert_replicas || gpu_.expert_replicas->size() == 1) &&
@@ -197,8 +197,24 @@ void GpuTrainer::plan_groups() {
       group.runs[r].plan = AdamWPlan(spans[r], group.runs[r].end - group.runs[r].begin);
     if (!group.runs.empty())
       group.buffer_elements = group.runs.back().buffer_offset + group.runs.back().end - group.runs.back().begin;
-    if (g < group_count) group_buffer_elements_ = std::max(group_buffer_elements_, align(group.buffer_elements));
   }
+  size_t layer_max = 0, edge_max = 0;  // edge: the head and the embedding
+  for (int g = 0; g < config_.num_layers; ++g) layer_max = std::max(layer_max, align(groups_[g].buffer_elements));
+  for (const int g : {head_group(config_), embedding_group(config_)})
+    edge_max = std::max(edge_max, align(groups_[g].buffer_elements));
+  group_slot_.assign(group_count, 0);
+  size_t slot_size[kSlots] = {};
+  const size_t largest = std::max(layer_max, edge_max);
+  if (edge_max + 2 * layer_max < 2 * largest) {
+    slot_size[0] = edge_max, slot_size[1] = slot_size[2] = layer_max;
+    for (int l = 0; l < config_.num_layers; ++l) group_slot_[l] = 1 + l % 2;
+  } else {  // alternate in the backward's order: the head, the layers from the last, the embedding
+    slot_size[0] = slot_size[1] = largest;
+    for (int l = 0; l < config_.num_layers; ++l) group_slot_[l] = (config_.num_layers - l) % 2;
+    group_slot_[embedding_group(config_)] = (config_.num_layers + 1) % 2;
+  }
+  for (int k = 1; k < kSlots; ++k) slot_offset_[k] = slot_offset_[k - 1] + slot_size[k - 1];
+  return slot_offset_[kSlots - 1] + slot_size[kSlots - 1];
 }
 
 void GpuTrainer::bind_expert_steps() {
@@ -227,7 +243,7 @@ const GradientSink::ExpertStep* GpuTrainer::expert_step(int layer) {
 
 GpuTrainer::~GpuTrainer() {
   engine_.reset();
-  for (int k = 0; k < 2; ++k) {
+  for (int k = 0; k < kSlots; ++k) {
     cudaEventDestroy(ready_[k]);
     cudaEventDestroy(free_[k]);
   }
@@ -274,13 +290,12 @@ size_t GpuTrainer::optimizer_bytes() const {
 
 const GpuWeights& GpuTrainer::begin_group(int group) {
   if (!gpu_.fused_optimizer) return grad_view_;
-  current_buffer_ = next_buffer_;
-  next_buffer_ ^= 1;
-  CUDA_CHECK(cudaStreamWaitEvent(stream_, free_[current_buffer_], 0));
+  current_slot_ = group_slot_[group];
+  CUDA_CHECK(cudaStreamWaitEvent(stream_, free_[current_slot_], 0));
   // Bind this group's gradients to their places in the buffer (every other pointer of the view is null).
-  bf16* buffer = grads_.data() + current_buffer_ * group_buffer_elements_;
+  bf16* buffer = grads_.data() + slot_offset_[current_slot_];
   const Group& g = groups_[group];
-  RangeSet& uncleared = uncleared_[current_buffer_];
+  RangeSet& uncleared = uncleared_[current_slot_];
   for (const Range& added : g.added) {  // what earlier groups' expert gradients left where this one adds
     for (const Range& stale : uncleared.intersection(added))
       CUDA_CHECK(cudaMemsetAsync(buffer + stale.begin, 0, (stale.end - stale.begin) * sizeof(bf16), stream_));
@@ -293,8 +308,8 @@ const GpuWeights& GpuTrainer::begin_group(int group) {
 
 void GpuTrainer::end_group(int group) {
   if (!gpu_.fused_optimizer) return;
-  const int k = current_buffer_;
-  bf16* buffer = grads_.data() + k * group_buffer_elements_;
+  const int k = current_slot_;
+  bf16* buffer = grads_.data() + slot_offset_[k];
   const Group& g = groups_[group];
   if (zero_) {
     engine_->mark_communication();

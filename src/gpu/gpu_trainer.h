@@ -4,7 +4,8 @@
 //   (b) bf16 parameters and gradients with fp32 master weights and fp32 AdamW states (standard mixed precision).
 // With the fused optimizer step (no clipping, no accumulation), AdamW runs on each gradient group (a layer, the head,
 // the embedding) as soon as the backward pass has finished it, on a second stream that overlaps the backward of the
-// next group, and the group's gradient memory is reused: two group-sized buffers replace the whole gradient arena.
+// next group, and the group's gradient memory is reused: a few group-sized buffers (slots, below) replace the whole
+// gradient arena.
 // The experts' weight gradients (most of each layer) are written over those buffers rather than added to them, so
 // only the rest is cleared between groups (core/range_set.h keeps track of what is left). With recipe (a), experts not
 // replicated over ranks and moetune's expert GEMMs, the routed experts go further (GpuOptions::expert_step_in_gemm):
@@ -149,15 +150,20 @@ class GpuTrainer : private GradientSink {
   std::vector<GradientRun> gradient_runs_;  // the layout as maximal runs of one kind, ascending
   // Fused step: per group buffer, the ranges that may hold values (earlier groups' expert weight gradients, which
   // end_group does not clear); begin_group clears the part the new group adds to.
-  RangeSet uncleared_[2];
+  // The fused step's gradient buffers ("slots"): the head and the embedding share one and the layers alternate over two
+  // more when that takes less memory (the layers' packed buffers are small beside the head's once the experts are
+  // stepped in their GEMMs), else every group alternates over two slots of the largest group's size.
+  static constexpr int kSlots = 3;
+  RangeSet uncleared_[kSlots];
   const GpuWeights& begin_group(int group) override;
   void end_group(int group) override;
   // The fused step's group buffers: the engine writes the expert weight gradients over them, so end_group clears only
   // the rest (what the backward adds to) after the step.
   bool overwrites_expert_gradients() const override { return gpu_.fused_optimizer; }
   const ExpertStep* expert_step(int layer) override;
-  // Sets experts_in_gemm_ and builds groups_ (the engine must exist).
-  void plan_groups();
+  // Sets experts_in_gemm_, builds groups_ and places them in slots (the engine must exist); returns the elements of
+  // all slots.
+  size_t plan_groups();
   void bind_expert_steps();  // expert_steps_ from the moment arenas
   void optimizer_update(const Group& group, const bf16* grads, cudaStream_t stream, float grad_scale);
   // Many GPUs: sums the gradients of [start, end) of the layout, held at `grads` (element `start` first), over the
@@ -192,12 +198,13 @@ class GpuTrainer : private GradientSink {
   std::vector<Group> groups_;                  // index: group id (layers, head, embedding); whole model last
   DeviceBuffer<float> norm_result_, norm_scratch_;
   GpuWeights weights_, grad_view_;
-  size_t group_buffer_elements_ = 0;
+  size_t slot_offset_[kSlots] = {};            // element offsets of the slots in grads_
+  std::vector<int> group_slot_;                // per group (not the whole model): its slot
   bool experts_in_gemm_ = false;               // GpuOptions::expert_step_in_gemm in effect
   std::vector<ExpertStep> expert_steps_;       // per layer (experts_in_gemm_): the moments; hyper set when asked
   ExpertStep current_expert_step_{};
-  int next_buffer_ = 0, current_buffer_ = 0;
-  cudaEvent_t ready_[2] = {}, free_[2] = {}, optimizer_done_ = nullptr;
+  int current_slot_ = 0;
+  cudaEvent_t ready_[kSlots] = {}, free_[kSlots] = {}, optimizer_done_ = nullptr;
   std::unique_ptr<ZeroOptimizer> zero_;        // ZeRO-1: the sharded state (the arenas above then stay empty)
   cudaEvent_t stepped_ = nullptr;              // ZeRO-1, fused step: the optimizer stream has stepped pending_gather_
   int pending_gather_ = -1;

@@ -110,7 +110,8 @@ ModelConfig with_layers(const std::string& family, int layers) {
 size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Host arithmetic only: runs without a GPU. With recompute, adding layers adds only their inputs (N, H) bf16; without,
-// it adds whole layers; the difference between the two is L - 1 layers' activations exactly.
+// it adds whole layers; the shared set of recompute is one layer's activations but the two expert buffers it regathers
+// or recomputes.
 TEST(CudaEnginePlan, RecomputeKeepsOneLayerPlusTheLayerInputs) {
   const int batch = 2, seq = 64;
   const cuda::GpuEngineOptions off{cuda::GroupedGemmBackend::Moetune, false}, on{cuda::GroupedGemmBackend::Moetune, true};
@@ -120,11 +121,18 @@ TEST(CudaEnginePlan, RecomputeKeepsOneLayerPlusTheLayerInputs) {
     const size_t input_bytes = aligned(size_t(batch) * seq * two.hidden_size * sizeof(uint16_t));
     const cuda::GpuMemoryPlan off2 = cuda::GpuEngine::plan(two, batch, seq, off), on2 = cuda::GpuEngine::plan(two, batch, seq, on);
     const cuda::GpuMemoryPlan off5 = cuda::GpuEngine::plan(five, batch, seq, off), on5 = cuda::GpuEngine::plan(five, batch, seq, on);
-    const size_t layer_rest = off2.activation_bytes - on2.activation_bytes;  // one layer's activations but its input
-    EXPECT_GT(layer_rest, 2 * size_t(batch) * seq * two.top_k * two.hidden_size * sizeof(uint16_t));  // > expert rows
-    EXPECT_EQ(off5.activation_bytes - on5.activation_bytes, 4 * layer_rest);
-    EXPECT_EQ(on5.activation_bytes - on2.activation_bytes, 3 * input_bytes);
+    // off_n = C + n (input + F) and on_n = C + n input + S: F is a layer's activations but its input, S the shared set,
+    // which regathers the expert rows (Layer::expert_in): it lacks the expert outputs' (N k, H) and the experts'
+    // activation (N k, I).
+    const size_t layer_rest = (off5.activation_bytes - off2.activation_bytes) / 3 - input_bytes;
     EXPECT_EQ(off5.activation_bytes - off2.activation_bytes, 3 * (input_bytes + layer_rest));
+    EXPECT_GT(layer_rest, 2 * size_t(batch) * seq * two.top_k * two.hidden_size * sizeof(uint16_t));  // > expert rows
+    const size_t common = off2.activation_bytes - 2 * (input_bytes + layer_rest);
+    const size_t shared_set = on2.activation_bytes - common - 2 * input_bytes;
+    const size_t rows = size_t(batch) * seq * two.top_k;
+    EXPECT_EQ(layer_rest - shared_set, aligned(rows * two.hidden_size * sizeof(uint16_t)) +
+                                           aligned(rows * two.moe_intermediate_size * sizeof(uint16_t)));
+    EXPECT_EQ(on5.activation_bytes - on2.activation_bytes, 3 * input_bytes);
     EXPECT_EQ(on5.workspace_bytes, off5.workspace_bytes);
   }
   for (const std::string family : {"qwen3_moe", "qwen2_moe"}) {  // a dense layer and sparse ones: one shared set of both
