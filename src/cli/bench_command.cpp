@@ -42,10 +42,10 @@ Args bench_args() {
                   {"max-grad-norm", "X", "0", "gradient clipping (0: off, as in the baseline)"},
                   {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
                                                        "reuse gradient memory (needs --max-grad-norm 0)"},
-                  {"expert-step", "in-gemm|optimizer", "in-gemm",
+                  {"expert-step", "auto|in-gemm|optimizer", "auto",
                    "with the fused step, recipe bf16 and experts not replicated over GPUs: AdamW of the routed experts "
                    "inside their weight-gradient GEMM (their gradients are never stored), or on the optimizer stream "
-                   "with the other parameters"},
+                   "with the other parameters; auto: in the GEMM unless --ep > 1"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
                   {"grouped-gemm", "sm90|moetune|cublas", "sm90", "expert GEMMs: the Hopper wgmma kernel (CUTLASS), "
                                                            "moetune's portable kernel (both: device-side sizes) or "
@@ -161,9 +161,9 @@ int bench_command(int argc, char** argv) {
   if (!gpu.fused_optimizer && args.text("fused-optimizer") != "off")
     throw UsageError{"moetune bench: --fused-optimizer must be on or off"};
   const std::string expert_step = args.text("expert-step");
-  if (expert_step != "in-gemm" && expert_step != "optimizer")
-    throw UsageError{"moetune bench: --expert-step must be in-gemm or optimizer"};
-  gpu.expert_step_in_gemm = expert_step == "in-gemm";
+  if (expert_step != "auto" && expert_step != "in-gemm" && expert_step != "optimizer")
+    throw UsageError{"moetune bench: --expert-step must be auto, in-gemm or optimizer"};
+  gpu.expert_step = cuda::parse_expert_step_place(expert_step);
   const bool recompute = args.text("recompute") == "on";
   if (!recompute && args.text("recompute") != "off") throw UsageError{"moetune bench: --recompute must be on or off"};
   gpu.recompute = recompute;

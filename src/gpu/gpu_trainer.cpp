@@ -21,6 +21,13 @@ Recipe parse_recipe(const std::string& name) {
 
 const char* recipe_name(Recipe recipe) { return recipe == Recipe::Bf16 ? "bf16" : "mixed"; }
 
+ExpertStepPlace parse_expert_step_place(const std::string& name) {
+  if (name == "auto") return ExpertStepPlace::Auto;
+  if (name == "in-gemm") return ExpertStepPlace::InGemm;
+  if (name == "optimizer") return ExpertStepPlace::Optimizer;
+  fail("unknown expert step place \"", name, "\" (expected auto, in-gemm or optimizer)");
+}
+
 namespace {
 
 // Gradient group of a parameter, from its name.
@@ -147,7 +154,10 @@ GpuTrainer::GpuTrainer(const ModelConfig& config, const float* host_params, cons
 
 size_t GpuTrainer::plan_groups() {
   const bool sharded = gpu_.zero_stage == 1 && world_size() > 1;
-  experts_in_gemm_ = gpu_.fused_optimizer && gpu_.expert_step_in_gemm && gpu_.recipe == Recipe::Bf16 && !sharded &&
+  const bool expert_parallel = gpu_.expert_group && gpu_.expert_group->size() > 1;
+  const bool wanted = gpu_.expert_step == ExpertStepPlace::InGemm ||
+                      (gpu_.expert_step == ExpertStepPlace::Auto && !expert_parallel);
+  experts_in_gemm_ = gpu_.fused_optimizer && wanted && gpu_.recipe == Recipe::Bf16 && !sharded &&
                      !gpu_.evaluate_only && (!gpu_.expert_replicas || gpu_.expert_replicas->size() == 1) &&
                      engine_->can_step_experts_in_gemm() && config_.num_sparse_layers() > 0;
   // Gradient groups (layers, head, embedding) and the whole model.

@@ -160,7 +160,7 @@ TEST_P(CudaEngine, GradientAccumulationTracksCpuReference) {
 // parameters as the step over the whole gradient arena: same kernels, same order per element. The fused step's
 // expert weight gradients are written over buffers that are not cleared between groups (kTNWrite, or a clear before
 // cuBLAS's grouped GEMM), the arena's added to zeros: the same values. With recipe (a) the routed experts are stepped
-// inside their weight-gradient GEMM instead (GpuOptions::expert_step_in_gemm; the portable kernel's epilogue) and
+// inside their weight-gradient GEMM instead (GpuOptions::expert_step; the portable kernel's epilogue) and
 // the other parameters' gradients are packed in the group buffers (qwen2_moe: its shared expert follows the routed
 // experts); on the portable expert GEMMs that too must give the arena step's bits.
 TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
@@ -184,7 +184,7 @@ TEST_P(CudaEngine, FusedOptimizerStepEqualsArenaStep) {
   };
   for (const cuda::Recipe recipe : {cuda::Recipe::Bf16, cuda::Recipe::MixedMaster}) {
     cuda::GpuOptions arena{recipe, false, 0}, fused{recipe, true, 0};
-    fused.expert_step_in_gemm = false;
+    fused.expert_step = cuda::ExpertStepPlace::Optimizer;
     expect_same_training(arena, fused, std::string(cuda::recipe_name(recipe)) + " fused");
   }
   cuda::GpuOptions arena{cuda::Recipe::Bf16, false, 0, cuda::GroupedGemmBackend::Moetune};
@@ -205,7 +205,7 @@ TEST(CudaEngineBackends, ExpertStepInGemmShrinksTheGradientBuffers) {
   options.max_grad_norm = 0.0;
   cuda::GpuOptions in_gemm{cuda::Recipe::Bf16, true, 0, cuda::GroupedGemmBackend::Moetune};
   cuda::GpuOptions optimizer = in_gemm;
-  optimizer.expert_step_in_gemm = false;
+  optimizer.expert_step = cuda::ExpertStepPlace::Optimizer;
   const cuda::GpuTrainer a(config, nullptr, options, in_gemm, 2, 64), b(config, nullptr, options, optimizer, 2, 64);
   const ParamLayout layout(config);
   size_t largest_non_expert = 0, largest_group = 0;
