@@ -180,10 +180,12 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
 // kTN's AdamW epilogue: the thread's 8-element chunks (column n, every kThreads / 16-th row of the tile) of the fp32
 // product in `staging` are rounded to bf16, the gradient a kTNWrite would store, and step the weights C[expert] and
 // moments m, v at the same place (adamw_element.cuh). The 16-byte loads of a batch of rows are issued together so that
-// each thread keeps several in flight (the stores of one row could alias the next row's loads for the compiler).
+// each thread keeps several in flight (the stores of one row could alias the next row's loads for the compiler): 8 rows,
+// 24 loads per thread, ran one Qwen3 MoE layer's step 2.5% faster than 4 rows on the H200 (the epilogue is
+// memory-bound; the accumulators are dead by then, so the registers are free).
 __device__ __forceinline__ void adamw_epilogue(const Params& p, const float* staging, int expert, int tile_m0, int n,
                                                int chunk) {
-  constexpr int kRowStep = kThreads / (kBN / 8), kBatch = 4;
+  constexpr int kRowStep = kThreads / (kBN / 8), kBatch = 8;
   if (n >= p.c_cols) return;
   for (int row0 = threadIdx.x / (kBN / 8); row0 < kBM; row0 += kBatch * kRowStep) {
     uint4 w[kBatch], m[kBatch], v[kBatch];
