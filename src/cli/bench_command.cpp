@@ -43,9 +43,10 @@ Args bench_args() {
                   {"fused-optimizer", "on|off", "on", "apply AdamW per gradient group during the backward pass and "
                                                        "reuse gradient memory (needs --max-grad-norm 0)"},
                   {"expert-step", "auto|in-gemm|optimizer", "auto",
-                   "with the fused step, recipe bf16 and experts not replicated over GPUs: AdamW of the routed experts "
-                   "inside their weight-gradient GEMM (their gradients are never stored), or on the optimizer stream "
-                   "with the other parameters; auto: in the GEMM unless --ep > 1"},
+                   "with the fused step: AdamW of the routed experts inside their weight-gradient GEMM (their "
+                   "gradients are never stored; needs recipe bf16, sm90 or moetune expert GEMMs, no --dp > 1 and no "
+                   "--zero 1, else the optimizer stream is used), or on the optimizer stream with the other "
+                   "parameters; auto: in the GEMM unless --ep > 1. The shape line says which ran"},
                   {"aux-loss", "on|off|config", "config", "router load-balancing loss"},
                   {"grouped-gemm", "sm90|moetune|cublas", "sm90", "expert GEMMs: the Hopper wgmma kernel (CUTLASS), "
                                                            "moetune's portable kernel (both: device-side sizes) or "

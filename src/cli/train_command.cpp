@@ -102,8 +102,8 @@ std::vector<Option> train_options() {
     {"recipe", "bf16|mixed", "bf16", "GPU precision: bf16 states, or fp32 master weights and states"},
     {"fused-optimizer", "on|off", "off", "GPU: AdamW per gradient group inside the backward pass "
                                           "(needs --max-grad-norm 0 and --grad-accum 1); on one GPU with --recipe bf16 "
-                                          "the routed experts are stepped inside their "
-                                          "weight-gradient GEMMs"},
+                                          "and sm90/moetune expert GEMMs, the routed experts are stepped inside "
+                                          "their weight-gradient GEMMs"},
     {"grouped-gemm", "sm90|moetune|cublas", "sm90", "GPU: implementation of the experts' grouped GEMMs (Hopper "
                                                        "wgmma, portable mma.sync, cuBLAS grouped)"},
     {"recompute", "on|off", "off", "GPU: per-layer activation recompute (keep only each layer's input; less memory, "

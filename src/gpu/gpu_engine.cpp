@@ -266,7 +266,8 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       a.row_token = act.take<int32_t>(rows);
       a.row_slot = act.take<int32_t>(rows);
       a.token_slot_row = act.take<int32_t>(rows);
-      a.gathered = act.take<bf16>(rows * H);
+      // Regathering (Layer::expert_in), the buffer also holds the recomputed experts' activation (R = N k rows of I).
+      a.gathered = act.take<bf16>(regather ? std::max(rows * H, R * I) : rows * H);
       // With recompute and without expert parallelism the gathered rows and the expert outputs share one buffer.
       a.expert_out = regather ? a.gathered : act.take<bf16>(rows * H);
       // Expert parallelism: the expert side's own rows (the exchange's buffers with NVLink direct, set after carving).
@@ -329,8 +330,9 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   if (experts.exchanged && !experts.exchange_buffers) b.d_expert_rows = ws.take<bf16>(R * H);
   if (experts.staging > 0) b.exchange_staging = ws.take<bf16>(experts.staging);
   // One region holds either the LM head's logits chunk or the layers' backward buffers: the head runs after every
-  // layer's forward and before any layer's backward, and none of these buffers outlives its pass (the experts'
-  // activation in d_act, with recompute, lives only from the SwiGLU to the down GEMM of one layer's forward).
+  // layer's forward and before any layer's backward, and none of these buffers outlives its pass (when the expert rows
+  // are regathered, the experts' activation in d_act lives only from the SwiGLU to the down GEMM of one layer's
+  // forward).
   const size_t region = ws.used;
   b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
   const size_t head_end = ws.used;

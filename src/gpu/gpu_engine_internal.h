@@ -47,15 +47,15 @@ struct GpuEngine::Layer {
   int32_t* row_token;       // (N k)
   int32_t* row_slot;        // (N k)
   int32_t* token_slot_row;  // (N k)
-  bf16* gathered;           // (N k, H) rows in global expert order
+  bf16* gathered;           // (N k, H) rows in global expert order (regathering: (N k, max(H, I)), see below)
   // The expert side. R = rows this rank's experts take: N k without expert parallelism (then expert_in = gathered and
   // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used). With recompute
   // and without expert parallelism (regathers_expert_rows) one (N k, H) buffer is gathered, expert_in,
   // expert_rows_out and expert_out, in turn: the gathered rows until the gate_up GEMM has read them, then the expert
   // outputs until the combine's backward has read them, then the experts' activation recomputed for the down weight
-  // gradient, then the rows gathered again for the gate_up weight gradient; the forward's activation goes through the
-  // workspace (Buffers::d_act) and act is null for a sparse layer. That saves (N k, H) + (N k, I) of the shared set
-  // for one more gather and SwiGLU per layer in the backward.
+  // gradient (so it is (N k, max(H, I))), then the rows gathered again for the gate_up weight gradient; the forward's
+  // activation goes through the workspace (Buffers::d_act) and sparse layers do not use act. That saves
+  // 2 (N k, H) + (N k, I) - (N k, max(H, I)) of the shared set for one more gather and SwiGLU per layer in the backward.
   bf16* expert_in;          // (R, H) local-expert-major rows
   bf16* gate_up;            // (R, 2I) | dense (N, 2Id); the shared set: the larger
   bf16* act;                // (R, I) unless regathered | dense (N, Id); the shared set: the larger

@@ -195,7 +195,7 @@ class GpuTrainer : private GradientSink {
   GpuOptions gpu_;
   cudaStream_t stream_ = nullptr, optimizer_stream_ = nullptr;
   std::unique_ptr<GpuEngine> engine_;
-  DeviceBuffer<bf16> params_, grads_;          // grads_: the whole arena, or two group-sized buffers (fused)
+  DeviceBuffer<bf16> params_, grads_;          // grads_: the whole arena, or the fused step's slots
   DeviceBuffer<float> master_;                 // recipe (b) only (without ZeRO-1)
   DeviceBuffer<bf16> m16_, v16_;               // recipe (a) (without ZeRO-1)
   DeviceBuffer<float> m32_, v32_;              // recipe (b) (without ZeRO-1)

@@ -99,7 +99,7 @@ TEST_P(CudaEngineRecompute, LossesAndGradientsAreBitIdentical) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaEngineRecompute,
-                         ::testing::Values("qwen3_moe", "mixtral", "olmoe", "qwen2_moe", "olmoe_clip"));
+                         ::testing::Values("qwen3_moe", "mixtral", "olmoe", "qwen2_moe", "olmoe_clip", "mixtral_wide"));
 
 ModelConfig with_layers(const std::string& family, int layers) {
   nlohmann::json j = tiny_json(family);
@@ -115,7 +115,7 @@ size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 TEST(CudaEnginePlan, RecomputeKeepsOneLayerPlusTheLayerInputs) {
   const int batch = 2, seq = 64;
   const cuda::GpuEngineOptions off{cuda::GroupedGemmBackend::Moetune, false}, on{cuda::GroupedGemmBackend::Moetune, true};
-  for (const std::string family : {"olmoe", "olmoe_clip", "mixtral"}) {  // every layer sparse
+  for (const std::string family : {"olmoe", "olmoe_clip", "mixtral", "mixtral_wide"}) {  // every layer sparse
     SCOPED_TRACE(family);
     const ModelConfig two = with_layers(family, 2), five = with_layers(family, 5);
     const size_t input_bytes = aligned(size_t(batch) * seq * two.hidden_size * sizeof(uint16_t));
@@ -123,15 +123,16 @@ TEST(CudaEnginePlan, RecomputeKeepsOneLayerPlusTheLayerInputs) {
     const cuda::GpuMemoryPlan off5 = cuda::GpuEngine::plan(five, batch, seq, off), on5 = cuda::GpuEngine::plan(five, batch, seq, on);
     // off_n = C + n (input + F) and on_n = C + n input + S: F is a layer's activations but its input, S the shared set,
     // which regathers the expert rows (Layer::expert_in): it lacks the expert outputs' (N k, H) and the experts'
-    // activation (N k, I).
+    // activation (N k, I), and its gathered rows' buffer grows to (N k, max(H, I)) to hold the recomputed activation.
     const size_t layer_rest = (off5.activation_bytes - off2.activation_bytes) / 3 - input_bytes;
     EXPECT_EQ(off5.activation_bytes - off2.activation_bytes, 3 * (input_bytes + layer_rest));
     EXPECT_GT(layer_rest, 2 * size_t(batch) * seq * two.top_k * two.hidden_size * sizeof(uint16_t));  // > expert rows
     const size_t common = off2.activation_bytes - 2 * (input_bytes + layer_rest);
     const size_t shared_set = on2.activation_bytes - common - 2 * input_bytes;
     const size_t rows = size_t(batch) * seq * two.top_k;
-    EXPECT_EQ(layer_rest - shared_set, aligned(rows * two.hidden_size * sizeof(uint16_t)) +
-                                           aligned(rows * two.moe_intermediate_size * sizeof(uint16_t)));
+    const size_t H = two.hidden_size, I = two.moe_intermediate_size;
+    EXPECT_EQ(layer_rest - shared_set, 2 * aligned(rows * H * sizeof(uint16_t)) + aligned(rows * I * sizeof(uint16_t)) -
+                                           aligned(rows * std::max(H, I) * sizeof(uint16_t)));
     EXPECT_EQ(on5.activation_bytes - on2.activation_bytes, 3 * input_bytes);
     EXPECT_EQ(on5.workspace_bytes, off5.workspace_bytes);
   }

@@ -15,7 +15,8 @@
 
 namespace moetune::testing {
 
-// "qwen3_moe", "mixtral", "olmoe", "qwen2_moe" (shared expert, q/k/v biases) or "olmoe_clip" (clip_qkv, q/k/v/o biases).
+// "qwen3_moe", "mixtral", "olmoe", "qwen2_moe" (shared expert, q/k/v biases), "olmoe_clip" (clip_qkv, q/k/v/o
+// biases) or "mixtral_wide" (experts wider than the hidden size, both multiples of 64, as in Mixtral 8x7B).
 inline nlohmann::json tiny_json(const std::string& family) {
   nlohmann::json j = {{"vocab_size", 256}, {"hidden_size", 64}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
                       {"num_key_value_heads", 2}, {"num_experts_per_tok", 2}, {"rms_norm_eps", 1e-6},
@@ -27,6 +28,8 @@ inline nlohmann::json tiny_json(const std::string& family) {
               {"moe_intermediate_size", 64}, {"intermediate_size", 96}, {"mlp_only_layers", {0}}, {"norm_topk_prob", true}});
   } else if (family == "mixtral") {
     j.update({{"model_type", "mixtral"}, {"num_local_experts", 6}, {"intermediate_size", 48}, {"sliding_window", 24}});
+  } else if (family == "mixtral_wide") {
+    j.update({{"model_type", "mixtral"}, {"num_local_experts", 6}, {"intermediate_size", 128}, {"sliding_window", 24}});
   } else if (family == "qwen2_moe") {
     // Routed experts 64 wide (moetune's grouped GEMM), a shared expert of another width, a dense layer, q/k/v biases.
     j.update({{"model_type", "qwen2_moe"}, {"num_experts", 8}, {"moe_intermediate_size", 64},
