@@ -11,7 +11,6 @@
 #include <exception>
 #include <filesystem>
 #include <string>
-#include <utility>
 
 #include "core/error.h"
 #include "io/file_io.h"
@@ -37,8 +36,7 @@ void create_tensor_file(const std::string& path, const PlannedFile& file) {
   write_all(out.fd, path, file.head.data(), file.head.size());
   if (::ftruncate(out.fd, static_cast<off_t>(file.size)) != 0)
     fail("cannot size '", path, "' to ", file.size, " bytes: ", std::strerror(errno));
-  if (::fsync(out.fd) != 0) fail("cannot sync '", path, "': ", std::strerror(errno));
-  if (::close(std::exchange(out.fd, -1)) != 0) fail("cannot close '", path, "': ", std::strerror(errno));
+  sync_and_close(out, path);
 }
 
 // This rank's runs of each arena, by offset. Overlapping runs are an error (a value would be written twice).
@@ -103,8 +101,7 @@ void write_held_values(const fs::path& staging, const FolderPlan& plan, const st
       }
     }
     if (out.fd < 0) continue;
-    if (::fsync(out.fd) != 0) fail("cannot sync '", path, "': ", std::strerror(errno));
-    if (::close(std::exchange(out.fd, -1)) != 0) fail("cannot close '", path, "': ", std::strerror(errno));
+    sync_and_close(out, path);
   }
 }
 
@@ -112,8 +109,7 @@ void write_text_file(const std::string& path, const std::string& text) {
   FdGuard out{::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (out.fd < 0) fail("cannot create '", path, "': ", std::strerror(errno));
   write_all(out.fd, path, text.data(), text.size());
-  if (::fsync(out.fd) != 0) fail("cannot sync '", path, "': ", std::strerror(errno));
-  if (::close(std::exchange(out.fd, -1)) != 0) fail("cannot close '", path, "': ", std::strerror(errno));
+  sync_and_close(out, path);
 }
 
 // Step 3, rank 0: the small files and the copies, then the folder swapped into place.

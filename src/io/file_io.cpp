@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "core/error.h"
 
@@ -36,6 +37,11 @@ void pwrite_all(int fd, const std::string& path, const void* data, size_t nbytes
     offset += static_cast<uint64_t>(written);
     nbytes -= static_cast<size_t>(written);
   }
+}
+
+void sync_and_close(FdGuard& file, const std::string& path) {
+  if (::fsync(file.fd) != 0) fail("cannot sync '", path, "': ", std::strerror(errno));
+  if (::close(std::exchange(file.fd, -1)) != 0) fail("cannot close '", path, "': ", std::strerror(errno));
 }
 
 void fsync_path(const std::string& path) {

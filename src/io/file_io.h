@@ -19,6 +19,10 @@ struct FdGuard {
 void write_all(int fd, const std::string& path, const void* data, size_t nbytes);
 void pwrite_all(int fd, const std::string& path, const void* data, size_t nbytes, uint64_t offset);
 
+// fsync then close of a file written through `file` (left at -1, so the guard does not close it again). Throws Error
+// naming `path`.
+void sync_and_close(FdGuard& file, const std::string& path);
+
 // fsync of a file or a folder by its path (a folder: so that the names created or renamed in it are durable). Throws
 // Error naming `path`.
 void fsync_path(const std::string& path);

@@ -168,8 +168,7 @@ void write_file_atomically(const std::string& path, const std::string& head,
     if (file.fd < 0) fail("cannot create '", temp, "': ", std::strerror(errno));
     write_all(file.fd, temp, head.data(), head.size());
     write_data(file.fd, temp);
-    if (::fsync(file.fd) != 0) fail("cannot sync '", temp, "': ", std::strerror(errno));
-    if (::close(std::exchange(file.fd, -1)) != 0) fail("cannot close '", temp, "': ", std::strerror(errno));
+    sync_and_close(file, temp);
     if (::rename(temp.c_str(), path.c_str()) != 0)
       fail("cannot rename '", temp, "' to '", path, "': ", std::strerror(errno));
   } catch (...) {

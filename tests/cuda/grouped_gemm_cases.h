@@ -227,11 +227,14 @@ inline std::vector<int> qwen3_expert_counts(int experts, int rows) {
   return counts;
 }
 
-// The Qwen3-30B-A3B expert shapes of the timing tests (E = 128, 32,768 rows, H = 2048, I = 768): activations,
-// upstream gradients, weights (gate_up (E, 2I, H), down (E, H, I)) filled with a repeated random pattern, and zeroed
-// weight gradients.
+// The Qwen3-30B-A3B expert shapes of the timing tests (E = 128, 32,768 rows, H = 2048, I = 768): the uneven rows per
+// expert (qwen3_expert_counts) and their offsets, activations, upstream gradients, weights (gate_up (E, 2I, H), down
+// (E, H, I)) filled with a repeated random pattern, and zeroed weight gradients.
 struct Qwen3ExpertBuffers {
   static constexpr int kExperts = 128, kRows = 32768, kHidden = 2048, kInter = 768, kGateUp = 2 * kInter;
+  const std::vector<int> counts = qwen3_expert_counts(kExperts, kRows);
+  const std::vector<int32_t> host_offsets = offsets_from_counts(counts);
+  const DeviceBuffer<int32_t> offsets{host_offsets};
   DeviceBuffer<bf16> x{size_t{kRows} * kHidden}, h{size_t{kRows} * kGateUp}, act{size_t{kRows} * kInter},
       out{size_t{kRows} * kHidden}, d_h{size_t{kRows} * kGateUp}, d_out{size_t{kRows} * kHidden},
       w_gate_up{size_t{kExperts} * kGateUp * kHidden}, w_down{size_t{kExperts} * kHidden * kInter},

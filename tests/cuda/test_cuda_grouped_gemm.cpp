@@ -146,9 +146,9 @@ TEST(CudaGroupedGemmTiming, Qwen3ExpertShapes) {
   constexpr int kExperts = Qwen3ExpertBuffers::kExperts, kRows = Qwen3ExpertBuffers::kRows;
   constexpr int kHidden = Qwen3ExpertBuffers::kHidden, kInter = Qwen3ExpertBuffers::kInter;
   constexpr int kGateUp = Qwen3ExpertBuffers::kGateUp;
-  const std::vector<int> counts = qwen3_expert_counts(kExperts, kRows);
-  const std::vector<int32_t> offsets = offsets_from_counts(counts);
-  const DeviceBuffer<int32_t> offsets_d(offsets);
+  const std::vector<int>& counts = b.counts;
+  const std::vector<int32_t>& offsets = b.host_offsets;
+  const DeviceBuffer<int32_t>& offsets_d = b.offsets;
   std::printf("[grouped gemm timing] E=%d rows=%d, rows per expert %d..%d\n", kExperts, kRows,
               *std::min_element(counts.begin(), counts.end()), *std::max_element(counts.begin(), counts.end()));
 

@@ -89,10 +89,9 @@ TEST(CudaGroupedGemmAdamW, RejectsBadArgumentsBeforeLaunching) {
 TEST(CudaGroupedGemmAdamWTiming, Qwen3ExpertShapes) {
   SKIP_WITHOUT_GPU();
   Qwen3ExpertBuffers b;
-  constexpr int kExperts = Qwen3ExpertBuffers::kExperts, kRows = Qwen3ExpertBuffers::kRows;
+  constexpr int kExperts = Qwen3ExpertBuffers::kExperts;
   constexpr int kHidden = Qwen3ExpertBuffers::kHidden, kInter = Qwen3ExpertBuffers::kInter;
   constexpr int kGateUp = Qwen3ExpertBuffers::kGateUp;
-  const DeviceBuffer<int32_t> offsets(offsets_from_counts(qwen3_expert_counts(kExperts, kRows)));
   DeviceBuffer<bf16> m_gate_up(b.w_gate_up.size()), v_gate_up(b.w_gate_up.size()), m_down(b.w_down.size()),
       v_down(b.w_down.size());
   fill_pattern(m_gate_up, 7, 1e-3f);
@@ -104,19 +103,19 @@ TEST(CudaGroupedGemmAdamWTiming, Qwen3ExpertShapes) {
   cuda::Sm90GroupedGemm sm90(kExperts);
 
   const double fused_gate_up = time_ms([&] {
-    cuda::grouped_gemm_adamw(offsets.data(), kExperts, kGateUp, kHidden, b.d_h.data(), b.x.data(), b.w_gate_up.data(),
+    cuda::grouped_gemm_adamw(b.offsets.data(), kExperts, kGateUp, kHidden, b.d_h.data(), b.x.data(), b.w_gate_up.data(),
                              {m_gate_up.data(), v_gate_up.data(), kHyper, true, 1.0f}, nullptr);
   });
   const double fused_down = time_ms([&] {
-    cuda::grouped_gemm_adamw(offsets.data(), kExperts, kHidden, kInter, b.d_out.data(), b.act.data(), b.w_down.data(),
+    cuda::grouped_gemm_adamw(b.offsets.data(), kExperts, kHidden, kInter, b.d_out.data(), b.act.data(), b.w_down.data(),
                              {m_down.data(), v_down.data(), kHyper, true, 1.0f}, nullptr);
   });
   const double wgrad_gate_up = time_ms([&] {
-    sm90.run(GroupedLayout::kTNWrite, offsets.data(), kExperts, kGateUp, kHidden, b.d_h.data(), b.x.data(),
+    sm90.run(GroupedLayout::kTNWrite, b.offsets.data(), kExperts, kGateUp, kHidden, b.d_h.data(), b.x.data(),
              b.dw_gate_up.data(), nullptr);
   });
   const double wgrad_down = time_ms([&] {
-    sm90.run(GroupedLayout::kTNWrite, offsets.data(), kExperts, kHidden, kInter, b.d_out.data(), b.act.data(),
+    sm90.run(GroupedLayout::kTNWrite, b.offsets.data(), kExperts, kHidden, kInter, b.d_out.data(), b.act.data(),
              b.dw_down.data(), nullptr);
   });
   const double step_gate_up = time_ms([&] {

@@ -129,7 +129,6 @@ TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
   constexpr int kExperts = Qwen3ExpertBuffers::kExperts, kRows = Qwen3ExpertBuffers::kRows;
   constexpr int kHidden = Qwen3ExpertBuffers::kHidden, kInter = Qwen3ExpertBuffers::kInter;
   constexpr int kGateUp = Qwen3ExpertBuffers::kGateUp;
-  const DeviceBuffer<int32_t> offsets(offsets_from_counts(qwen3_expert_counts(kExperts, kRows)));
   cuda::Sm90GroupedGemm sm90(kExperts);
 
   struct Product {
@@ -156,10 +155,10 @@ TEST(CudaGroupedGemmSm90Timing, Qwen3ExpertShapes) {
   double total_sm90 = 0.0, total_portable = 0.0;
   for (const Product& p : products) {
     const double portable_ms = time_ms([&] {
-      cuda::grouped_gemm(p.layout, offsets.data(), kExperts, kRows, p.a_cols, p.c_cols, p.A, p.B, p.C, nullptr);
+      cuda::grouped_gemm(p.layout, b.offsets.data(), kExperts, kRows, p.a_cols, p.c_cols, p.A, p.B, p.C, nullptr);
     });
     const double sm90_ms =
-        time_ms([&] { sm90.run(p.layout, offsets.data(), kExperts, p.a_cols, p.c_cols, p.A, p.B, p.C, nullptr); });
+        time_ms([&] { sm90.run(p.layout, b.offsets.data(), kExperts, p.a_cols, p.c_cols, p.A, p.B, p.C, nullptr); });
     const double flops = cuda::grouped_gemm_flops(kRows, p.a_cols, p.c_cols);
     std::printf("[grouped gemm sm90 timing] %-36s sm90 %7.3f ms %6.1f TFLOP/s | portable %7.3f ms %6.1f TFLOP/s\n",
                 p.name, sm90_ms, flops / (sm90_ms * 1e-3) / 1e12, portable_ms, flops / (portable_ms * 1e-3) / 1e12);
