@@ -72,7 +72,7 @@ baseline() {  # name, hf_baseline args...
   cat "$out/hf_$name.jsonl"
   while read -r line; do
     record "$(python3 -c "import json,sys;r=json.loads(sys.argv[1]);print(r['system'] + ' $name')" "$line")" \
-           "$(python3 -c "import json,sys;r=json.loads(sys.argv[1]);print(r.get('error') or f\"{r['tokens_per_s']:,.0f} tok/s  {r['peak_allocated_gib']:.1f} GiB\")" "$line")"
+           "$(python3 -c "import json,sys;r=json.loads(sys.argv[1]);print(r.get('error') or f\"{r['tokens_per_s']:,.0f} tok/s  {r['peak_allocated_gib']:.1f} GiB allocated, {r['device_in_use_gib']:.1f} GiB in use\")" "$line")"
   done < "$out/hf_$name.jsonl"
 }
 

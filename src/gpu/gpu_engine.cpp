@@ -101,11 +101,9 @@ const char* grouped_gemm_backend_name(GroupedGemmBackend backend) {
 GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStream_t stream,
                      const GpuEngineOptions& options)
     : config_(config), batch_(batch), seq_len_(seq_len), tokens_(batch * seq_len), stream_(stream),
-      grouped_gemm_(options.grouped_gemm), recompute_(options.recompute), gemm_(stream), attention_(stream) {
+      grouped_gemm_(usable_grouped_gemm(config, options.grouped_gemm)), recompute_(options.recompute), gemm_(stream),
+      attention_(stream) {
   const ModelConfig& c = config_;
-  if (c.hidden_size % kGroupedGemmDimMultiple != 0 || c.moe_intermediate_size % kGroupedGemmDimMultiple != 0 ||
-      c.num_experts > kGroupedGemmMaxExperts)
-    grouped_gemm_ = GroupedGemmBackend::Cublas;
   if (grouped_gemm_ == GroupedGemmBackend::Sm90 && c.num_sparse_layers() > 0)
     sm90_gemm_ = std::make_unique<Sm90GroupedGemm>(c.held_experts());
   if (c.num_experts > kMoeMaxExperts || c.top_k > kMoeMaxTopK)
@@ -151,6 +149,8 @@ GpuEngine::GpuEngine(const ModelConfig& config, int batch, int seq_len, cudaStre
     fail("the config holds experts [", c.expert_shard_begin, ", ", c.expert_shard_begin + c.held_experts(), ") of ",
          c.num_experts, " but no expert-parallel group was given");
   }
+  expert_side.transient = expert_rows_transient(expert_side.exchanged, grouped_gemm_);
+  transient_expert_rows_ = expert_side.transient;
   const GpuMemoryPlan sizes = carve(c, tokens_, recompute_, expert_side, nullptr, nullptr, layers_, *b_);
   activation_bytes_ = sizes.activation_bytes;
   workspace_bytes_ = sizes.workspace_bytes;
@@ -198,7 +198,15 @@ GpuMemoryPlan GpuEngine::plan(const ModelConfig& config, int batch, int seq_len,
   expert_side.exchange_buffers = expert_side.exchanged && options.expert_exchange == ExchangeBackend::NvlinkDirect;
   // ExpertExchange's staging (NCCL); the NVLink exchange's own buffers are outside the arenas.
   if (expert_side.exchanged && !expert_side.exchange_buffers) expert_side.staging = expert_side.rows * config.hidden_size;
+  expert_side.transient = expert_rows_transient(expert_side.exchanged, usable_grouped_gemm(config, options.grouped_gemm));
   return carve(config, tokens, options.recompute, expert_side, nullptr, nullptr, layers, buffers);
+}
+
+GroupedGemmBackend GpuEngine::usable_grouped_gemm(const ModelConfig& c, GroupedGemmBackend requested) {
+  if (c.hidden_size % kGroupedGemmDimMultiple != 0 || c.moe_intermediate_size % kGroupedGemmDimMultiple != 0 ||
+      c.num_experts > kGroupedGemmMaxExperts)
+    return GroupedGemmBackend::Cublas;
+  return requested;
 }
 
 size_t GpuEngine::expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options) {
@@ -234,7 +242,6 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   const bool clip = c.clip_qkv > 0;
   Carver act{activation_base};
   Carver ws{workspace_base};
-  const bool regather = regathers_expert_rows(recompute, experts.exchanged);  // see Layer::expert_in
   // Everything but the input of one layer; the shared set of recompute asks for both kinds (sparse and dense).
   auto carve_layer = [&](Layer& a, bool sparse, bool dense) {
     a.norm1 = act.take<bf16>(N * H);
@@ -266,14 +273,15 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       a.row_token = act.take<int32_t>(rows);
       a.row_slot = act.take<int32_t>(rows);
       a.token_slot_row = act.take<int32_t>(rows);
-      // Regathering (Layer::expert_in), the buffer also holds the recomputed experts' activation (R = N k rows of I).
-      a.gathered = act.take<bf16>(regather ? std::max(rows * H, R * I) : rows * H);
-      // With recompute and without expert parallelism the gathered rows and the expert outputs share one buffer.
-      a.expert_out = regather ? a.gathered : act.take<bf16>(rows * H);
-      // Expert parallelism: the expert side's own rows (the exchange's buffers with NVLink direct, set after carving).
-      const bool own_rows = experts.exchanged && !experts.exchange_buffers;
-      a.expert_in = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.gathered;
-      a.expert_rows_out = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.expert_out;
+      // Transient expert rows (Layer::expert_in): the workspace's, set after carving it.
+      if (!experts.transient) {
+        a.gathered = act.take<bf16>(rows * H);
+        a.expert_out = act.take<bf16>(rows * H);
+        // Expert parallelism: the expert side's own rows (the exchange's buffers with NVLink direct, set after carving).
+        const bool own_rows = experts.exchanged && !experts.exchange_buffers;
+        a.expert_in = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.gathered;
+        a.expert_rows_out = own_rows ? act.take<bf16>(R * H) : experts.exchanged ? nullptr : a.expert_out;
+      }
       if (c.has_shared_expert()) {
         a.shared_gate_up = act.take<bf16>(N * 2 * Is);
         a.shared_act = act.take<bf16>(N * Is);
@@ -282,7 +290,7 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
       }
     }
     a.gate_up = act.take<bf16>(std::max(sparse ? R * 2 * I : 0, dense ? N * 2 * Id : 0));
-    const size_t act_size = std::max(sparse && !regather ? R * I : 0, dense ? N * Id : 0);
+    const size_t act_size = std::max(sparse && !experts.transient ? R * I : 0, dense ? N * Id : 0);
     a.act = act_size > 0 ? act.take<bf16>(act_size) : nullptr;
   };
   b.ids = act.take<int32_t>(N);
@@ -329,18 +337,22 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.d_final_norm = ws.take<bf16>(N * H);
   if (experts.exchanged && !experts.exchange_buffers) b.d_expert_rows = ws.take<bf16>(R * H);
   if (experts.staging > 0) b.exchange_staging = ws.take<bf16>(experts.staging);
-  // One region holds either the LM head's logits chunk or the layers' backward buffers: the head runs after every
-  // layer's forward and before any layer's backward, and none of these buffers outlives its pass (when the expert rows
-  // are regathered, the experts' activation in d_act lives only from the SwiGLU to the down GEMM of one layer's
-  // forward).
+  // One region holds either the LM head's logits chunk or the layers' buffers that live only within one layer's
+  // forward or backward: the head runs after every layer's forward and before any layer's backward. The transient
+  // expert rows also share the attention backward's buffers, which are used only after the MLP backward is done with
+  // them.
   const size_t region = ws.used;
   b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
   const size_t head_end = ws.used;
+  ws.used = region;
+  b.expert_rows = experts.transient ? ws.take<bf16>(std::max(rows * H, rows * I)) : nullptr;
+  const size_t expert_rows_end = ws.used;
   ws.used = region;
   b.d_attn = ws.take<bf16>(N * Q);
   b.d_q = ws.take<bf16>(N * Q);
   b.d_k = ws.take<bf16>(N * KV);
   b.d_v = ws.take<bf16>(N * KV);
+  ws.used = std::max(ws.used, expert_rows_end);
   b.d_rows = ws.take<bf16>(rows * H);
   b.d_act = ws.take<bf16>(std::max({R * I, N * Id, N * Is}));
   b.d_gate_up = ws.take<bf16>(std::max({R * 2 * I, N * 2 * Id, N * 2 * Is}));
@@ -357,6 +369,13 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.norm_scratch = ws.take<float>(std::max(rmsnorm_backward_scratch_floats(static_cast<int>(q_norm_rows), static_cast<int>(std::max<size_t>(Q, c.head_dim))),
                                            rmsnorm_backward_scratch_floats(tokens, static_cast<int>(H))));
   b.embed_scratch = ws.take<char>(embedding_backward_scratch_bytes(tokens));
+  if (experts.transient)
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (!c.layer_is_sparse[l]) continue;
+      Layer& a = layers[l];
+      a.gathered = a.expert_in = b.expert_rows;
+      a.expert_out = a.expert_rows_out = b.d_rows;
+    }
   return {act.used, ws.used};
 }
 

@@ -153,11 +153,15 @@ class GpuEngine {
   // Bump-allocates both arenas (bases nullptr: only measures) and points `layers` and `b` into them.
   // How the expert side of MoE layers is laid out. rows: the rows this rank's experts take per layer (tokens * top_k
   // without expert parallelism); exchanged: expert parallelism on; exchange_buffers: the exchange owns the expert-side
-  // row buffers (NVLink direct: peers write into them), so the arenas do not hold them; staging: its staging elements.
+  // row buffers (NVLink direct: peers write into them), so the arenas do not hold them; staging: its staging elements;
+  // transient: the layers keep no expert row buffers (expert_rows_transient in gpu_engine_internal.h).
   struct ExpertSide {
     size_t rows = 0, staging = 0;
-    bool exchanged = false, exchange_buffers = false;
+    bool exchanged = false, exchange_buffers = false, transient = false;
   };
+  // The grouped GEMM backend the engine runs for `requested`: cuBLAS's when the widths or the expert count do not suit
+  // moetune's kernels.
+  static GroupedGemmBackend usable_grouped_gemm(const ModelConfig& config, GroupedGemmBackend requested);
   static GpuMemoryPlan carve(const ModelConfig& config, int tokens, bool recompute, const ExpertSide& experts,
                              char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b);
   static size_t expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options);
@@ -190,6 +194,7 @@ class GpuEngine {
   GroupedGemmBackend grouped_gemm_;
   std::unique_ptr<Sm90GroupedGemm> sm90_gemm_;  // GroupedGemmBackend::Sm90 only
   bool recompute_;
+  bool transient_expert_rows_ = false;  // ExpertSide::transient
   bool overwrite_expert_grads_ = false;  // the current run's sink->overwrites_expert_gradients()
   Gemm gemm_;
   Attention attention_;

@@ -12,9 +12,11 @@ namespace moetune::cuda {
 // Layer `layer`'s attention shape for a batch (batch, seq_len): heads, head_dim, its sliding window, 1/sqrt(head_dim).
 cpu::AttentionShape attention_shape(const ModelConfig& c, int batch, int seq_len, int layer);
 
-// Whether the engine recomputes the experts' activation and gathers their input rows again in the backward instead of
-// keeping them (Layer::expert_in): with per-layer recompute (memory first) and without expert parallelism.
-inline bool regathers_expert_rows(bool recompute, bool expert_parallel) { return recompute && !expert_parallel; }
+// Whether a sparse layer keeps none of its experts' row buffers (Layer::expert_in): without expert parallelism and on
+// moetune's own grouped GEMMs. The engine then keeps only gate_up of the expert side.
+inline bool expert_rows_transient(bool expert_parallel, GroupedGemmBackend backend) {
+  return !expert_parallel && backend != GroupedGemmBackend::Cublas;
+}
 
 // One layer's activations. Without recompute every layer owns all of them; with recompute a layer owns only `input`
 // and every other pointer is the same for all layers (one shared set, carved with the fields of both layer kinds).
@@ -47,18 +49,19 @@ struct GpuEngine::Layer {
   int32_t* row_token;       // (N k)
   int32_t* row_slot;        // (N k)
   int32_t* token_slot_row;  // (N k)
-  bf16* gathered;           // (N k, H) rows in global expert order (regathering: (N k, max(H, I)), see below)
+  bf16* gathered;           // (N k, H) rows in global expert order
   // The expert side. R = rows this rank's experts take: N k without expert parallelism (then expert_in = gathered and
-  // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used). With recompute
-  // and without expert parallelism (regathers_expert_rows) one (N k, H) buffer is gathered, expert_in,
-  // expert_rows_out and expert_out, in turn: the gathered rows until the gate_up GEMM has read them, then the expert
-  // outputs until the combine's backward has read them, then the experts' activation recomputed for the down weight
-  // gradient (so it is (N k, max(H, I))), then the rows gathered again for the gate_up weight gradient; the forward's
-  // activation goes through the workspace (Buffers::d_act) and sparse layers do not use act. That saves
-  // 2 (N k, H) + (N k, I) - (N k, max(H, I)) of the shared set for one more gather and SwiGLU per layer in the backward.
+  // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used).
+  // When the expert rows are transient (expert_rows_transient), these four are the workspace's, the same for every
+  // layer: the forward gathers the rows into Buffers::expert_rows, puts the activation in Buffers::d_act and the
+  // outputs in Buffers::d_rows, and combines them. The backward gathers the unweighted output gradient, takes the
+  // routing weights' gradient from the down projection's data gradient (swiglu_backward_routed: dot(d_act, act) =
+  // dot(d_out, expert output)), which also recomputes the weighted activation for the down weight gradient into
+  // Buffers::expert_rows, and gathers the rows there again for the gate_up one. That drops 2 (N k, H) + (N k, I) per
+  // layer for one gather per layer in the backward, and with recompute the re-run forward stops after gate_up.
   bf16* expert_in;          // (R, H) local-expert-major rows
   bf16* gate_up;            // (R, 2I) | dense (N, 2Id); the shared set: the larger
-  bf16* act;                // (R, I) unless regathered | dense (N, Id); the shared set: the larger
+  bf16* act;                // (R, I) unless transient | dense (N, Id); the shared set: the larger
   bf16* expert_rows_out;    // (R, H) expert outputs, local-expert-major
   bf16* expert_out;         // (N k, H) expert outputs of this rank's rows, global expert order
   bf16* shared_gate_up;     // (N, 2Is) Qwen2-MoE shared expert
@@ -97,7 +100,8 @@ struct GpuEngine::Buffers {
   bf16* d_q;               // (N, Q)
   bf16* d_k;               // (N, KV)
   bf16* d_v;               // (N, KV)
-  bf16* d_rows;            // (N k, H)
+  bf16* d_rows;            // (N k, H); transient expert rows: the experts' outputs in the forward
+  bf16* expert_rows;       // (N k, max(H, I)) transient expert rows only (Layer::expert_in), else null
   bf16* d_expert_rows;     // (R, H) expert parallelism: d(expert output), then d(expert input), expert side
   bf16* exchange_staging;  // (ExpertExchange::staging_elements()) expert parallelism only
   bf16* d_act;             // (max(R I, N Id, N Is))

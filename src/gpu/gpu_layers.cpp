@@ -85,14 +85,18 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) 
     const ExpertRows x = expert_rows(l, true);
     if (exchange_) exchange_->to_experts(l, a.gathered, a.expert_in, H, b.exchange_staging, stream_);
     mark(Phase::ExpertGemm);
+    // The re-run forward of transient expert rows stops at gate_up: the backward recomputes the activation from it and
+    // needs no expert output (Layer::expert_in).
+    const bool outputs = !(recomputing && transient_expert_rows_);
     if (x.rows > 0) {
       if (x.own)
         expert_gemm(GroupedLayout::kNT, x, H, 2 * I, a.expert_in, w.experts_gate_up, a.gate_up);
       else
         gemm_.grouped_linear_forward(a.gate_up, a.expert_in, w.experts_gate_up, a.host_offsets, H, 2 * I);
+    }
+    if (x.rows > 0 && outputs) {
       mark(Phase::Other);
-      // (R, I); regathering, through the workspace (Layer::expert_in)
-      bf16* expert_act = regathers_expert_rows(recompute_, exchange_ != nullptr) ? b.d_act : a.act;
+      bf16* expert_act = transient_expert_rows_ ? b.d_act : a.act;  // (R, I)
       swiglu_forward(expert_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       mark(Phase::ExpertGemm);
       if (x.own)
@@ -138,18 +142,15 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     const int E = c.num_experts, K = c.top_k, I = c.moe_intermediate_size;
     const long rows = static_cast<long>(N) * K;
     mark(Phase::Permute);
-    moe_combine_backward(b.d_rows, b.d_top_weight, b.d_stream, a.expert_out, a.top_weight, a.row_token, a.row_slot, rows,
-                         H, K, stream_);
+    if (transient_expert_rows_)  // d(expert output) unweighted; the routing weights' gradient comes after the down dgrad
+      moe_gather(b.d_rows, b.d_stream, a.row_token, rows, H, stream_);
+    else
+      moe_combine_backward(b.d_rows, b.d_top_weight, b.d_stream, a.expert_out, a.top_weight, a.row_token, a.row_slot,
+                           rows, H, K, stream_);
     const ExpertRows x = expert_rows(l, false);
-    // Regathering (Layer::expert_in), the outputs' buffer is free now: the experts' activation is recomputed into it
-    // for the down weight gradient, and the rows are gathered into it again before the gate_up one.
-    const bool regather = regathers_expert_rows(recompute_, exchange_ != nullptr);
-    bf16* expert_act = a.act;
-    if (regather && x.rows > 0) {
-      expert_act = a.expert_out;
-      mark(Phase::Other);
-      swiglu_forward(expert_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
-    }
+    // The down weight gradient's input: the activation, or (transient rows) the weighted activation that
+    // swiglu_backward_routed writes where the rows were, since the output gradient it pairs with is unweighted.
+    const bf16* down_input = transient_expert_rows_ ? a.expert_in : a.act;
     // The return exchange of d(expert input) beside the gate_up weight gradient (GpuEngineOptions::overlap_exchange).
     const bool overlap = exchange_stream_ && x.own && x.rows > 0;
     bf16* d_expert = b.d_rows;  // expert side: d(expert output), then d(expert input)
@@ -170,9 +171,9 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     }
     const auto down_weight_grad = [&] {  // d W_down[e] (+)= d_out_e^T · act_e, or the step it makes
       if (step)
-        grouped_gemm_adamw(x.offsets, x.experts, H, I, d_expert, expert_act, w.experts_down, step->down, stream_);
+        grouped_gemm_adamw(x.offsets, x.experts, H, I, d_expert, down_input, w.experts_down, step->down, stream_);
       else
-        expert_gemm(weight_grad, x, H, I, d_expert, expert_act, g.experts_down);
+        expert_gemm(weight_grad, x, H, I, d_expert, down_input, g.experts_down);
     };
     const auto gate_up_weight_grad = [&] {  // d W_gate_up[e] (+)= d_gate_up_e^T · in_e, or the step it makes
       if (step)
@@ -185,16 +186,22 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_act = d_out · W_down[e], then the weight gradient
         expert_gemm(GroupedLayout::kNN, x, H, I, d_expert, w.experts_down, b.d_act);
+        if (transient_expert_rows_) {
+          mark(Phase::Other);
+          swiglu_backward_routed(b.d_gate_up, b.d_top_weight, a.expert_in, b.d_act, a.gate_up, a.top_weight,
+                                 a.row_token, a.row_slot, rows, I, K, stream_);
+          mark(Phase::ExpertGemm);
+        }
         down_weight_grad();
       } else {
-        gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, expert_act, w.experts_down, a.host_offsets,
-                                      I, H);
+        gemm_.grouped_linear_backward(b.d_act, g.experts_down, d_expert, a.act, w.experts_down, a.host_offsets, I, H);
       }
-      mark(Phase::Other);
-      swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
-      if (regather) {
+      if (transient_expert_rows_) {
         mark(Phase::Permute);
         moe_gather(a.expert_in, a.norm2, a.row_token, rows, H, stream_);
+      } else {
+        mark(Phase::Other);
+        swiglu_backward(b.d_gate_up, b.d_act, a.gate_up, static_cast<int>(x.rows), I, stream_);
       }
       mark(Phase::ExpertGemm);
       if (x.own) {  // d_in = d_gate_up · W_gate_up[e], then the weight gradient

@@ -110,31 +110,33 @@ ModelConfig with_layers(const std::string& family, int layers) {
 size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 
 // Host arithmetic only: runs without a GPU. With recompute, adding layers adds only their inputs (N, H) bf16; without,
-// it adds whole layers; the shared set of recompute is one layer's activations but the two expert buffers it regathers
-// or recomputes.
+// it adds whole layers; the shared set of recompute is one layer's activations. On moetune's grouped GEMMs (without
+// expert parallelism) a layer keeps none of its expert rows (Layer::expert_in), which cuBLAS's experts keep.
 TEST(CudaEnginePlan, RecomputeKeepsOneLayerPlusTheLayerInputs) {
   const int batch = 2, seq = 64;
-  const cuda::GpuEngineOptions off{cuda::GroupedGemmBackend::Moetune, false}, on{cuda::GroupedGemmBackend::Moetune, true};
+  const cuda::GpuEngineOptions off{cuda::GroupedGemmBackend::Moetune, false}, on{cuda::GroupedGemmBackend::Moetune, true},
+      cublas{cuda::GroupedGemmBackend::Cublas, false};
   for (const std::string family : {"olmoe", "olmoe_clip", "mixtral", "mixtral_wide"}) {  // every layer sparse
     SCOPED_TRACE(family);
+    const bool own_gemms = family == "mixtral_wide";  // the others' widths are not multiples of 64: cuBLAS's experts
     const ModelConfig two = with_layers(family, 2), five = with_layers(family, 5);
     const size_t input_bytes = aligned(size_t(batch) * seq * two.hidden_size * sizeof(uint16_t));
     const cuda::GpuMemoryPlan off2 = cuda::GpuEngine::plan(two, batch, seq, off), on2 = cuda::GpuEngine::plan(two, batch, seq, on);
     const cuda::GpuMemoryPlan off5 = cuda::GpuEngine::plan(five, batch, seq, off), on5 = cuda::GpuEngine::plan(five, batch, seq, on);
-    // off_n = C + n (input + F) and on_n = C + n input + S: F is a layer's activations but its input, S the shared set,
-    // which regathers the expert rows (Layer::expert_in): it lacks the expert outputs' (N k, H) and the experts'
-    // activation (N k, I), and its gathered rows' buffer grows to (N k, max(H, I)) to hold the recomputed activation.
+    const cuda::GpuMemoryPlan cublas2 = cuda::GpuEngine::plan(two, batch, seq, cublas),
+                              cublas5 = cuda::GpuEngine::plan(five, batch, seq, cublas);
+    // off_n = C + n (input + F) and on_n = C + n input + S: F is a layer's activations but its input, S the shared set.
     const size_t layer_rest = (off5.activation_bytes - off2.activation_bytes) / 3 - input_bytes;
     EXPECT_EQ(off5.activation_bytes - off2.activation_bytes, 3 * (input_bytes + layer_rest));
-    EXPECT_GT(layer_rest, 2 * size_t(batch) * seq * two.top_k * two.hidden_size * sizeof(uint16_t));  // > expert rows
     const size_t common = off2.activation_bytes - 2 * (input_bytes + layer_rest);
-    const size_t shared_set = on2.activation_bytes - common - 2 * input_bytes;
-    const size_t rows = size_t(batch) * seq * two.top_k;
-    const size_t H = two.hidden_size, I = two.moe_intermediate_size;
-    EXPECT_EQ(layer_rest - shared_set, 2 * aligned(rows * H * sizeof(uint16_t)) + aligned(rows * I * sizeof(uint16_t)) -
-                                           aligned(rows * std::max(H, I) * sizeof(uint16_t)));
+    EXPECT_EQ(on2.activation_bytes - common - 2 * input_bytes, layer_rest);
     EXPECT_EQ(on5.activation_bytes - on2.activation_bytes, 3 * input_bytes);
     EXPECT_EQ(on5.workspace_bytes, off5.workspace_bytes);
+    // cuBLAS's experts keep the gathered rows (N k, H), the outputs (N k, H) and the activation (N k, I) per layer.
+    const size_t rows = size_t(batch) * seq * two.top_k, H = two.hidden_size, I = two.moe_intermediate_size;
+    const size_t kept_rows = 2 * aligned(rows * H * sizeof(uint16_t)) + aligned(rows * I * sizeof(uint16_t));
+    EXPECT_EQ((cublas5.activation_bytes - cublas2.activation_bytes) - (off5.activation_bytes - off2.activation_bytes),
+              own_gemms ? 3 * kept_rows : 0);
   }
   for (const std::string family : {"qwen3_moe", "qwen2_moe"}) {  // a dense layer and sparse ones: one shared set of both
     SCOPED_TRACE(family);

@@ -48,6 +48,8 @@ def timed_steps(model, optimizer, ids, warmup, steps, before_step=None):
 def run(args, experts):
     config = geometry(args.geometry, args.layers)
     torch.manual_seed(0)
+    torch.cuda.init()
+    free_before = torch.cuda.mem_get_info()[0]  # moetune bench's measure: device memory taken from here on
     with torch.device("cuda"):
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
     model.set_experts_implementation(experts)
@@ -56,10 +58,16 @@ def run(args, experts):
     ids = torch.randint(0, config.vocab_size, (args.batch_size, args.seq_len), device="cuda")
     torch.cuda.reset_peak_memory_stats()
     step_s, loss = timed_steps(model, optimizer, ids, args.warmup, args.steps)
+    torch.cuda.synchronize()
+    # The caching allocator keeps its peak reservation (nothing calls empty_cache during the steps), so this is the
+    # peak of device memory in use, libraries' workspaces and loaded kernels included, as moetune bench reports it.
+    device_in_use = free_before - torch.cuda.mem_get_info()[0]
     result = {"system": f"transformers {transformers.__version__} ({experts})", "geometry": args.geometry,
               "layers": config.num_hidden_layers, "seq_len": args.seq_len, "batch_size": args.batch_size,
               "tokens_per_s": args.batch_size * args.seq_len / step_s, "step_s": step_s,
-              "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30, "loss": float(loss)}
+              "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+              "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30, "device_in_use_gib": device_in_use / 2**30,
+              "loss": float(loss)}
     print(json.dumps(result), flush=True)
     del model, optimizer
     torch.cuda.empty_cache()
