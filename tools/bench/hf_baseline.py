@@ -3,6 +3,7 @@
 states (recipe (a)), sdpa attention, labels = input ids, no clipping; warm-up steps then the mean of timed steps.
 Prints one JSON line per run. Runs on the GPU machine (torch + transformers installed there)."""
 import argparse
+import gc
 import json
 import time
 
@@ -49,6 +50,8 @@ def run(args, experts):
     config = geometry(args.geometry, args.layers)
     torch.manual_seed(0)
     torch.cuda.init()
+    gc.collect()  # what an earlier run in this process left must not count as free memory already taken
+    torch.cuda.empty_cache()
     free_before = torch.cuda.mem_get_info()[0]  # moetune bench's measure: device memory taken from here on
     with torch.device("cuda"):
         model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
@@ -69,7 +72,8 @@ def run(args, experts):
               "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30, "device_in_use_gib": device_in_use / 2**30,
               "loss": float(loss)}
     print(json.dumps(result), flush=True)
-    del model, optimizer
+    del model, optimizer, ids, loss
+    gc.collect()
     torch.cuda.empty_cache()
 
 
