@@ -345,7 +345,8 @@ GpuMemoryPlan GpuEngine::carve(const ModelConfig& c, int tokens, bool recompute,
   b.logits_chunk = ws.take<bf16>(std::min<size_t>(N, kLossChunkRows) * V);
   const size_t head_end = ws.used;
   ws.used = region;
-  b.expert_rows = experts.transient ? ws.take<bf16>(std::max(rows * H, rows * I)) : nullptr;
+  const bool transient_rows = experts.transient && c.num_sparse_layers() > 0;
+  b.expert_rows = transient_rows ? ws.take<bf16>(std::max(rows * H, rows * I)) : nullptr;
   const size_t expert_rows_end = ws.used;
   ws.used = region;
   b.d_attn = ws.take<bf16>(N * Q);

@@ -102,7 +102,7 @@ struct GpuEngineOptions {
 // Device bytes of the engine's two arenas, planned from the config, the batch shape and the options.
 struct GpuMemoryPlan {
   size_t activation_bytes = 0;  // kept from the forward for the backward (+ ids, targets, positions, loss statistics)
-  size_t workspace_bytes = 0;   // backward scratch and the LM head's logits chunk
+  size_t workspace_bytes = 0;   // one layer's scratch (forward and backward) and the LM head's logits chunk
 };
 
 class GpuEngine {
@@ -150,7 +150,6 @@ class GpuEngine {
  private:
   struct Layer;
   struct Buffers;
-  // Bump-allocates both arenas (bases nullptr: only measures) and points `layers` and `b` into them.
   // How the expert side of MoE layers is laid out. rows: the rows this rank's experts take per layer (tokens * top_k
   // without expert parallelism); exchanged: expert parallelism on; exchange_buffers: the exchange owns the expert-side
   // row buffers (NVLink direct: peers write into them), so the arenas do not hold them; staging: its staging elements;
@@ -162,13 +161,15 @@ class GpuEngine {
   // The grouped GEMM backend the engine runs for `requested`: cuBLAS's when the widths or the expert count do not suit
   // moetune's kernels.
   static GroupedGemmBackend usable_grouped_gemm(const ModelConfig& config, GroupedGemmBackend requested);
+  // Bump-allocates both arenas (bases nullptr: only measures) and points `layers` and `b` into them.
   static GpuMemoryPlan carve(const ModelConfig& config, int tokens, bool recompute, const ExpertSide& experts,
                              char* activation_base, char* workspace_base, std::vector<Layer>& layers, Buffers& b);
   static size_t expert_rows_capacity(const ModelConfig& config, int tokens, const GpuEngineOptions& options);
   void attention_forward(int l, const GpuWeights& w);
   void attention_backward(int l, const GpuWeights& w, const GpuWeights& g);
   // recomputing: the re-run before layer l's backward; it rebuilds what the backward reads and skips the rest (the
-  // load-balancing statistics, the MLP output and the residual add into the next layer's input).
+  // load-balancing statistics, the MLP output and the residual add into the next layer's input; with transient expert
+  // rows also the experts' activation and outputs).
   void mlp_forward(int l, const GpuWeights& w, bool recomputing);
   // step: the sink's ExpertStep for layer l, or null.
   void mlp_backward(int l, const GpuWeights& w, const GpuWeights& g, const GradientSink::ExpertStep* step);

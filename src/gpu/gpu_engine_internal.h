@@ -13,14 +13,17 @@ namespace moetune::cuda {
 cpu::AttentionShape attention_shape(const ModelConfig& c, int batch, int seq_len, int layer);
 
 // Whether a sparse layer keeps none of its experts' row buffers (Layer::expert_in): without expert parallelism and on
-// moetune's own grouped GEMMs. The engine then keeps only gate_up of the expert side.
+// moetune's own grouped GEMMs. The engine then keeps only gate_up of the expert side. cuBLAS's grouped path keeps the
+// rows, the outputs and the activation (its data and weight gradients are one call, which needs the activation before
+// the routing weights' gradient exists); with recompute, in the one shared set.
 inline bool expert_rows_transient(bool expert_parallel, GroupedGemmBackend backend) {
   return !expert_parallel && backend != GroupedGemmBackend::Cublas;
 }
 
 // One layer's activations. Without recompute every layer owns all of them; with recompute a layer owns only `input`
 // and every other pointer is the same for all layers (one shared set, carved with the fields of both layer kinds).
-// A pointer a layer's kind or the config does not use is null.
+// Either way, transient expert rows point into the workspace (below). A pointer a layer's kind or the config does not
+// use is null.
 struct GpuEngine::Layer {
   bf16* input;          // (N, H) residual stream entering the layer
   bf16* norm1;          // (N, H)
@@ -49,7 +52,7 @@ struct GpuEngine::Layer {
   int32_t* row_token;       // (N k)
   int32_t* row_slot;        // (N k)
   int32_t* token_slot_row;  // (N k)
-  bf16* gathered;           // (N k, H) rows in global expert order
+  bf16* gathered;           // (N k, H) rows in global expert order (transient: Buffers::expert_rows)
   // The expert side. R = rows this rank's experts take: N k without expert parallelism (then expert_in = gathered and
   // expert_rows_out = expert_out), else the exchange's capacity (recv_rows of the step's plan are used).
   // When the expert rows are transient (expert_rows_transient), these four are the workspace's, the same for every
@@ -101,10 +104,10 @@ struct GpuEngine::Buffers {
   bf16* d_k;               // (N, KV)
   bf16* d_v;               // (N, KV)
   bf16* d_rows;            // (N k, H); transient expert rows: the experts' outputs in the forward
-  bf16* expert_rows;       // (N k, max(H, I)) transient expert rows only (Layer::expert_in), else null
+  bf16* expert_rows;       // (N k, max(H, I)) transient expert rows with a sparse layer (Layer::expert_in), else null
   bf16* d_expert_rows;     // (R, H) expert parallelism: d(expert output), then d(expert input), expert side
   bf16* exchange_staging;  // (ExpertExchange::staging_elements()) expert parallelism only
-  bf16* d_act;             // (max(R I, N Id, N Is))
+  bf16* d_act;             // (max(R I, N Id, N Is)); transient expert rows: the experts' activation in the forward
   bf16* d_gate_up;         // (max(R 2I, N 2Id, N 2Is))
   bf16* d_shared_gate_logit;  // (N) shared expert only
   float* bias_scratch;     // bias_grad scratch, attention biases only

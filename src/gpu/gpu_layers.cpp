@@ -109,7 +109,7 @@ void GpuEngine::mlp_forward(int l, const GpuWeights& weights, bool recomputing) 
       exchange_->from_experts(l, a.expert_rows_out, a.expert_out, H, b.exchange_staging, stream_);
     }
     if (c.has_shared_expert()) shared_expert_forward(l, weights);
-    if (recomputing) return;  // the backward reads expert_out and the shared expert's output, not their sum
+    if (recomputing) return;  // the backward reads no combined output (nor, with transient rows, any expert output)
     mark(Phase::Permute);
     moe_combine_forward(b.mlp_out, a.expert_out, a.top_weight, a.token_slot_row, N, H, K, stream_);
     if (c.has_shared_expert()) {

@@ -3,12 +3,15 @@
 // unshifted labels go through the CPU twin, and the same logits with targets[b*T + t] = labels[b][t+1] (-100 for the
 // last position) through the GPU. Vocabularies 7, 128 and 151936 (Qwen's), ignored labels, logits spread wide enough
 // to test the stable softmax. Per-row losses (fp32) to 1e-5 relative against the twin applied to that row alone; their
-// sum to 1e-5; d_logits (fp32 math, one bf16 rounding) to kBf16RoundTrip; two runs bit for bit.
+// sum to 1e-5; d_logits (fp32 math, one bf16 rounding) to kBf16RoundTrip; two runs bit for bit. Each case runs with the
+// logits 16-byte aligned (the 8-wide path when V allows) and one element off (the scalar path). -inf logits count for
+// nothing and a NaN one makes the row's loss NaN, on both paths.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "ops/cpu/cross_entropy.h"
@@ -50,8 +53,12 @@ double cpu_row_loss(const float* row, int32_t target, int vocab) {
 TEST(CudaCrossEntropy, MatchesCpu) {
   SKIP_WITHOUT_GPU();
   const Shape shapes[] = {{2, 5, 7, 1.0f}, {3, 9, 128, 4.0f}, {2, 4, 151936, 2.0f}, {1, 3, 1000, 30.0f}};
-  for (const Shape& s : shapes) {
-    SCOPED_TRACE(::testing::Message() << "B " << s.batch << ", T " << s.seq_len << ", V " << s.vocab);
+  std::vector<std::pair<Shape, int>> cases;  // and the elements before the logits in the device buffer
+  for (const Shape& shape : shapes)
+    for (const int offset : {0, 1}) cases.emplace_back(shape, offset);
+  for (const auto& [s, offset] : cases) {
+    SCOPED_TRACE(::testing::Message() << "B " << s.batch << ", T " << s.seq_len << ", V " << s.vocab << ", offset "
+                                      << offset);
     const int rows = s.batch * s.seq_len;
     const size_t n = size_t(rows) * s.vocab;
     const std::vector<float> logits = round_to_bf16(random_floats(n, 1, s.logit_scale));
@@ -64,14 +71,17 @@ TEST(CudaCrossEntropy, MatchesCpu) {
     const float grad_scale = 1.0f / static_cast<float>(expected.counted);
     cpu::cross_entropy_backward(d_logits.data(), probs.data(), labels.data(), s.batch, s.seq_len, s.vocab, grad_scale);
 
-    auto logits_d = to_device_bf16(logits);
+    std::vector<float> padded(offset, 0.0f);
+    padded.insert(padded.end(), logits.begin(), logits.end());
+    auto logits_d = to_device_bf16(padded);
     cuda::DeviceBuffer<int32_t> targets_d(targets);
     cuda::DeviceBuffer<float> row_loss_d(rows), sum_d(1);
-    cuda::cross_entropy_forward_backward(logits_d.data(), row_loss_d.data(), targets_d.data(), rows, s.vocab, grad_scale,
-                                         nullptr);
+    cuda::cross_entropy_forward_backward(logits_d.data() + offset, row_loss_d.data(), targets_d.data(), rows, s.vocab,
+                                         grad_scale, nullptr);
     cuda::sum_floats(row_loss_d.data(), rows, sum_d.data(), nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
-    const std::vector<float> row_loss = row_loss_d.download(), got = to_host_f32(logits_d);
+    const std::vector<float> row_loss = row_loss_d.download();
+    const std::vector<float> all = to_host_f32(logits_d), got(all.begin() + offset, all.end());
 
     EXPECT_NEAR(sum_d.download()[0], expected.loss_sum, 1e-5 * expected.loss_sum);
     for (int r = 0; r < rows; ++r) {
@@ -106,6 +116,32 @@ TEST(CudaCrossEntropy, IsDeterministic) {
   }
   EXPECT_EQ(std::memcmp(&sums[0], &sums[1], sizeof(float)), 0);
   EXPECT_EQ(std::memcmp(grads[0].data(), grads[1].data(), grads[0].size() * sizeof(cuda::bf16)), 0);
+}
+
+TEST(CudaCrossEntropy, MinusInfinityCountsForNothingAndNanPoisonsTheRow) {
+  SKIP_WITHOUT_GPU();
+  const int vocab = 128;
+  // Row 0: finite logits but for a whole 8-aligned block and a few scattered ones at -inf. Row 1: one NaN logit.
+  std::vector<float> logits = round_to_bf16(random_floats(2 * size_t(vocab), 5, 2.0f));
+  for (int v = 16; v < 24; ++v) logits[v] = -INFINITY;
+  for (int v : {3, 50, 101}) logits[v] = -INFINITY;
+  logits[vocab + 77] = NAN;
+  const std::vector<int32_t> targets = {9, 9};
+  const double want = cpu_row_loss(logits.data(), targets[0], vocab);
+  for (const int offset : {0, 1}) {
+    SCOPED_TRACE(::testing::Message() << "offset " << offset);
+    std::vector<float> padded(offset, 0.0f);
+    padded.insert(padded.end(), logits.begin(), logits.end());
+    auto logits_d = to_device_bf16(padded);
+    cuda::DeviceBuffer<int32_t> targets_d(targets);
+    cuda::DeviceBuffer<float> row_loss_d(2);
+    cuda::cross_entropy_forward_backward(logits_d.data() + offset, row_loss_d.data(), targets_d.data(), 2, vocab, 1.0f,
+                                         nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const std::vector<float> row_loss = row_loss_d.download();
+    EXPECT_NEAR(row_loss[0], want, 1e-5 * std::abs(want));
+    EXPECT_TRUE(std::isnan(row_loss[1])) << row_loss[1];
+  }
 }
 
 }  // namespace

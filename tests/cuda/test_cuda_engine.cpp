@@ -1,7 +1,9 @@
 // Why: the whole bf16 GPU engine against the fp32 CPU reference on the same (bf16-rounded) weights and batch: loss,
 // load-balancing loss, the gradient of every parameter, and a few AdamW steps — for Qwen3-MoE-, Mixtral-, OLMoE- and
 // Qwen2-MoE-shaped tiny models (Qwen2-MoE: shared expert with its sigmoid gate, q/k/v biases; "olmoe_clip": OLMoE with
-// clip_qkv and q/k/v/o biases); and the Mixtral and Qwen2-MoE golden fixtures (Transformers' own numbers) on the GPU.
+// clip_qkv and q/k/v/o biases; "mixtral_wide": experts wider than the hidden size, on moetune's grouped GEMMs, whose
+// transient expert-row buffer then holds (N k, I)); and the Mixtral and Qwen2-MoE golden fixtures (Transformers' own
+// numbers) on the GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -263,7 +265,7 @@ TEST(CudaEngineBackends, OwnAndCublasGroupedGemmsGiveTheSameGradients) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaEngine,
-                         ::testing::Values("qwen3_moe", "mixtral", "olmoe", "qwen2_moe", "olmoe_clip"));
+                         ::testing::Values("qwen3_moe", "mixtral", "olmoe", "qwen2_moe", "olmoe_clip", "mixtral_wide"));
 
 void expect_fixture_loss_matches_transformers(const std::string& family) {
   const GoldenFixture fixture = GoldenFixture::open(family);

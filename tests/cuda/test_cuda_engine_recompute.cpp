@@ -94,8 +94,11 @@ TEST_P(CudaEngineRecompute, LossesAndGradientsAreBitIdentical) {
   EXPECT_LT(on.activation_bytes, off.activation_bytes);
   EXPECT_EQ(on.workspace_bytes, off.workspace_bytes);
   const cuda::GpuMemoryPlan plan_on = cuda::GpuEngine::plan(config, 2, 64, {cuda::GroupedGemmBackend::Moetune, true});
+  const cuda::GpuMemoryPlan plan_off = cuda::GpuEngine::plan(config, 2, 64, {cuda::GroupedGemmBackend::Moetune, false});
   EXPECT_EQ(on.activation_bytes, plan_on.activation_bytes);
   EXPECT_EQ(on.workspace_bytes, plan_on.workspace_bytes);
+  EXPECT_EQ(off.activation_bytes, plan_off.activation_bytes);
+  EXPECT_EQ(off.workspace_bytes, plan_off.workspace_bytes);
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, CudaEngineRecompute,

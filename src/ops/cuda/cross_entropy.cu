@@ -15,12 +15,12 @@ constexpr int kThreads = 1024;
 constexpr int kPack = 8;  // bf16 logits per 16-byte access
 
 struct MaxSum {
-  float max, sum;  // sum of exp(x - max); an empty set is (-inf, 0)
+  float max, sum;  // sum of exp(x - max); an empty set is (-inf, 0); a NaN logit makes sum NaN
 };
 
 __device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
-  if (a.max == -INFINITY) return b;
-  if (b.max == -INFINITY) return a;
+  if (a.max == -INFINITY && a.sum == 0.0f) return b;
+  if (b.max == -INFINITY && b.sum == 0.0f) return a;
   const float m = fmaxf(a.max, b.max);
   return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
 }
@@ -58,9 +58,11 @@ __global__ void cross_entropy_kernel(bf16* logits_inout, float* row_loss, const 
       float x[kPack], pack_max = -INFINITY, pack_sum = 0.0f;
       for (int k = 0; k < kPack; ++k) {
         x[k] = __bfloat162float(values[k]);
-        pack_max = fmaxf(pack_max, x[k]);
+        pack_max = fmaxf(pack_max, x[k]);  // skips NaN, which the sum below then carries
       }
-      for (int k = 0; k < kPack; ++k) pack_sum += expf(x[k] - pack_max);
+      // Every logit -inf: the empty set, unless one is NaN (exp(NaN) keeps the sum NaN).
+      const bool all_minus_inf = pack_max == -INFINITY;
+      for (int k = 0; k < kPack; ++k) pack_sum += all_minus_inf && !isnan(x[k]) ? 0.0f : expf(x[k] - pack_max);
       stats = merge(stats, {pack_max, pack_sum});
     }
   } else {
@@ -69,7 +71,7 @@ __global__ void cross_entropy_kernel(bf16* logits_inout, float* row_loss, const 
       if (x > stats.max) {
         stats.sum = stats.sum * expf(stats.max - x) + 1.0f;
         stats.max = x;
-      } else {
+      } else if (x != -INFINITY) {
         stats.sum += expf(x - stats.max);
       }
     }

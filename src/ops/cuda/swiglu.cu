@@ -35,7 +35,8 @@ __global__ void swiglu_backward_kernel(bf16* d_gate_up, const bf16* d_act, const
 }
 
 // One block per routed row, as swiglu_backward_kernel, plus the row's dot product of d_act and act: each thread sums
-// its strided elements, then the warps (shuffles) and the block (shared memory) in a fixed order.
+// its strided elements, then the warps (shuffles) and the block (shared memory) in a fixed order. The block is whole
+// warps, at most kThreads (threads_for).
 __global__ void swiglu_backward_routed_kernel(bf16* d_gate_up, float* d_top_weight, bf16* act_weighted,
                                               const bf16* d_act, const bf16* gate_up, const float* top_weight,
                                               const int32_t* row_token, const int32_t* row_slot, int intermediate,
