@@ -3,6 +3,8 @@
 // and values in which a misplaced element shows. Header-only, like the other test helpers.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "test_util.h"
 #include "model/config.h"
+#include "model/weights.h"
 
 namespace moetune::testing {
 
@@ -32,6 +35,28 @@ inline std::vector<float> random_values(size_t count, uint64_t seed) {
   std::vector<float> values(count);
   for (float& value : values) value = static_cast<float>(static_cast<int64_t>(generator() % 2000001) - 1000000) * 1e-6f;
   return values;
+}
+
+// The three full-layout arenas a checkpoint holds (model/weights.h offsets).
+struct FullArenas {
+  std::vector<float> params, exp_avg, exp_avg_sq;
+};
+
+// random_values in every parameter of `config`'s layout, zero in its alignment gaps as in every arena moetune holds.
+inline FullArenas random_full_arenas(const ModelConfig& config) {
+  const ParamLayout layout(config);
+  FullArenas arenas;
+  uint64_t seed = 21;
+  for (std::vector<float>* arena : {&arenas.params, &arenas.exp_avg, &arenas.exp_avg_sq}) {
+    *arena = random_values(layout.total_floats(), seed++);
+    size_t end = 0;
+    for (const ParamInfo& p : layout.params()) {
+      std::fill(arena->begin() + static_cast<std::ptrdiff_t>(end), arena->begin() + static_cast<std::ptrdiff_t>(p.offset), 0.0f);
+      end = p.offset + p.numel;
+    }
+    std::fill(arena->begin() + static_cast<std::ptrdiff_t>(end), arena->end(), 0.0f);
+  }
+  return arenas;
 }
 
 }  // namespace moetune::testing

@@ -89,10 +89,6 @@ const std::vector<Spread> kSpreads = {{"one_rank", 1, 1, 0}, {"ep2", 2, 1, 0}, {
                                       {"ep2_dp2", 2, 2, 0}, {"random_pieces_3_ranks", 0, 0, 3}};
 
 // The full-layout arenas of a save (the moments empty for a model save).
-struct FullArenas {
-  std::vector<float> params, exp_avg, exp_avg_sq;
-};
-
 // One rank's values: its copies of its shard (as a GPU rank downloads them) and the runs it writes.
 struct RankValues {
   std::vector<float> params, exp_avg, exp_avg_sq;

@@ -32,23 +32,6 @@ constexpr long kStep = 5;
 
 // The full-layout arenas of a checkpoint: distinct random values everywhere, so that an element read from the wrong
 // offset, tensor or arena shows.
-struct FullArenas {
-  std::vector<float> params, exp_avg, exp_avg_sq;
-  explicit FullArenas(const ModelConfig& config) {
-    const ParamLayout layout(config);
-    uint64_t seed = 21;
-    for (std::vector<float>* arena : {&params, &exp_avg, &exp_avg_sq}) {
-      *arena = random_values(layout.total_floats(), seed++);
-      size_t end = 0;  // the layout's alignment gaps are zero, as in every arena moetune holds
-      for (const ParamInfo& p : layout.params()) {
-        std::fill(arena->begin() + static_cast<std::ptrdiff_t>(end), arena->begin() + static_cast<std::ptrdiff_t>(p.offset), 0.0f);
-        end = p.offset + p.numel;
-      }
-      std::fill(arena->begin() + static_cast<std::ptrdiff_t>(end), arena->end(), 0.0f);
-    }
-  }
-};
-
 // How the weights of the checkpoint are stored (its moments are always one trainer_state.safetensors).
 struct WeightFiles {
   ExpertLayout layout = ExpertLayout::PerExpert;
@@ -98,7 +81,7 @@ const std::vector<WeightFiles> kWeightFiles = {{ExpertLayout::PerExpert, false},
 
 TEST(ShardedResume, EveryRankReadsExactlyItsSliceOfTheFullArenas) {
   for (const ModelConfig& config : eight_expert_configs()) {
-    const FullArenas full(config);
+    const FullArenas full = random_full_arenas(config);
     for (const WeightFiles& files : kWeightFiles) {
       SCOPED_TRACE(config.architecture + " " + files.name());
       TempFolder temp;
@@ -134,7 +117,7 @@ TEST(ShardedResume, EveryRankReadsExactlyItsSliceOfTheFullArenas) {
 
 TEST(ShardedResume, LoadCheckpointIsEverythingInTheFullLayout) {
   const ModelConfig config = eight_expert_configs()[1];  // Qwen2-MoE: shared experts
-  const FullArenas full(config);
+  const FullArenas full = random_full_arenas(config);
   for (const WeightFiles& files : kWeightFiles) {
     SCOPED_TRACE(files.name());
     TempFolder temp;
@@ -167,7 +150,7 @@ class ShardedResumeFaults : public ::testing::Test {
   }
 
   ModelConfig config_ = builtin_tiny_config();
-  FullArenas full_{config_};
+  FullArenas full_ = random_full_arenas(config_);
   TempFolder temp_;
   std::string folder_;
 };

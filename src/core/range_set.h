@@ -1,4 +1,4 @@
-// Why: the fused optimizer step reuses two gradient buffers for groups of different layouts, and clears between groups
+// Why: the fused optimizer step reuses a few gradient buffers (slots) for groups of different layouts, and clears between groups
 // only what the backward adds to, not the expert weight gradients it writes over (clearing those was ~10 GB of memory
 // traffic per step on Qwen3-30B-A3B). What may still hold values is then a set of element ranges per buffer, and a
 // group must clear the part of it that it adds to. RangeSet is that bookkeeping: disjoint half-open ranges, kept sorted

@@ -165,9 +165,9 @@ void GpuEngine::mlp_backward(int l, const GpuWeights& weights, const GpuWeights&
     // GEMM steps its weights instead, after the data gradient that reads them (a zero gradient when no row does).
     const GroupedLayout weight_grad = overwrite_expert_grads_ ? GroupedLayout::kTNWrite : GroupedLayout::kTN;
     if (!step && overwrite_expert_grads_ && (!x.own || x.rows == 0)) {
-      const size_t weights = static_cast<size_t>(x.experts) * 2 * I * H;  // gate_up; down holds half as many
-      CUDA_CHECK(cudaMemsetAsync(g.experts_gate_up, 0, weights * sizeof(bf16), stream_));
-      CUDA_CHECK(cudaMemsetAsync(g.experts_down, 0, weights / 2 * sizeof(bf16), stream_));
+      const size_t gate_up_elements = static_cast<size_t>(x.experts) * 2 * I * H;  // down holds half as many
+      CUDA_CHECK(cudaMemsetAsync(g.experts_gate_up, 0, gate_up_elements * sizeof(bf16), stream_));
+      CUDA_CHECK(cudaMemsetAsync(g.experts_down, 0, gate_up_elements / 2 * sizeof(bf16), stream_));
     }
     const auto down_weight_grad = [&] {  // d W_down[e] (+)= d_out_e^T · act_e, or the step it makes
       if (step)

@@ -268,17 +268,12 @@ LoadReport GpuTrainer::load_checkpoint(const std::string& folder, const LoadOpti
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   LoadReport report;
   if (config_.experts_sharded()) {  // expert parallelism: the checkpoint holds every expert, this rank its block
-    ModelConfig full = config_;
-    full.expert_shard_begin = 0;
-    full.experts_held = 0;
+    const ModelConfig full = parallel::unsharded_config(config_);
     const parallel::ShardOffsetMap map(full, config_);
     GpuBf16Sink device(params_.data());
     parallel::ShardedSink sink(map, device);
     LoadOptions sharded = options;
-    const int begin = config_.expert_shard_begin, end = begin + config_.held_experts();
-    sharded.owns_expert = [begin, end, outer = options.owns_expert](int layer, int expert) {
-      return expert >= begin && expert < end && (!outer || outer(layer, expert));
-    };
+    sharded.owns_expert = parallel::held_experts_filter(config_, options.owns_expert);
     report = stream_hf_weights(folder, full, map.full_layout(), sink, sharded);
   } else {
     report = load_hf_weights_to_gpu(folder, config_, layout_, params_.data(), options);

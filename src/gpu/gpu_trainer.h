@@ -8,7 +8,7 @@
 // gradient arena.
 // The experts' weight gradients (most of each layer) are written over those buffers rather than added to them, so
 // only the rest is cleared between groups (core/range_set.h keeps track of what is left). With recipe (a), experts not
-// replicated over ranks and moetune's expert GEMMs, the routed experts go further (GpuOptions::expert_step):
+// replicated over ranks, no ZeRO-1 and moetune's expert GEMMs, the routed experts go further (GpuOptions::expert_step):
 // their weight-gradient GEMMs take the AdamW step themselves (GradientSink::expert_step), so their gradients never
 // exist and the group buffers hold only the other parameters, packed.
 //
@@ -152,12 +152,12 @@ class GpuTrainer : private GradientSink {
     bool expert = false;        // routed-expert weights (reduced over the expert replicas, not the world)
   };
   std::vector<GradientRun> gradient_runs_;  // the layout as maximal runs of one kind, ascending
-  // Fused step: per group buffer, the ranges that may hold values (earlier groups' expert weight gradients, which
-  // end_group does not clear); begin_group clears the part the new group adds to.
   // The fused step's gradient buffers ("slots"): the head and the embedding share one and the layers alternate over two
   // more when that takes less memory (the layers' packed buffers are small beside the head's once the experts are
   // stepped in their GEMMs), else every group alternates over two slots of the largest group's size.
   static constexpr int kSlots = 3;
+  // Fused step: per slot, the ranges that may hold values (earlier groups' expert weight gradients, which end_group
+  // does not clear); begin_group clears the part the new group adds to.
   RangeSet uncleared_[kSlots];
   const GpuWeights& begin_group(int group) override;
   void end_group(int group) override;

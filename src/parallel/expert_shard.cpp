@@ -17,6 +17,21 @@ ModelConfig expert_shard_config(const ModelConfig& full, int begin, int count) {
   return shard;
 }
 
+ModelConfig unsharded_config(const ModelConfig& shard) {
+  ModelConfig full = shard;
+  full.expert_shard_begin = 0;
+  full.experts_held = 0;
+  return full;
+}
+
+std::function<bool(int, int)> held_experts_filter(const ModelConfig& shard, std::function<bool(int, int)> outer) {
+  if (!shard.experts_sharded()) return outer;
+  const int begin = shard.expert_shard_begin, end = begin + shard.held_experts();
+  return [begin, end, outer = std::move(outer)](int layer, int expert) {
+    return expert >= begin && expert < end && (!outer || outer(layer, expert));
+  };
+}
+
 ShardOffsetMap::ShardOffsetMap(const ModelConfig& full, const ModelConfig& shard) : full_(full), shard_(shard) {
   const int begin = shard.expert_shard_begin, held = shard.held_experts();
   for (const ParamInfo& p : full_.params()) {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "io/streaming_loader.h"
@@ -19,6 +20,14 @@ namespace moetune::parallel {
 // The full model cut to experts [begin, begin + count) of every MoE layer. Throws moetune::Error for a block outside
 // [0, num_experts) or a model without routed experts.
 ModelConfig expert_shard_config(const ModelConfig& full, int begin, int count);
+
+// The whole model a shard (or the whole model itself) belongs to: every expert held.
+ModelConfig unsharded_config(const ModelConfig& shard);
+
+// The filter LoadOptions::owns_expert takes for what `shard` holds, and'ed with `outer` when given; empty (every
+// expert) for a config that holds all of them and no outer filter.
+std::function<bool(int layer, int expert)> held_experts_filter(const ModelConfig& shard,
+                                                               std::function<bool(int, int)> outer = {});
 
 // Offsets of the full layout -> offsets of a shard's layout, for runs that lie inside one parameter and, for an
 // expert tensor, inside the shard's experts.

@@ -154,6 +154,13 @@ SafetensorsFile open_train_state(const std::string& step_folder, long expected_s
   return file;
 }
 
+// The optimizer state's tensors: "<prefix><parameter name>" for each moment, and the arena it comes from or goes to.
+struct Moment {
+  const char* prefix;
+  SourceArena arena;
+};
+constexpr std::array<Moment, 2> kMoments = {{{"exp_avg.", SourceArena::ExpAvg}, {"exp_avg_sq.", SourceArena::ExpAvgSq}}};
+
 // Where the values of a training checkpoint go while it is read: one offset space, the three full-layout arenas of
 // SourceArena laid end to end (arena k from k x the layout's total_floats()), so that weights and moments stream in
 // one pass through one sink.
@@ -167,22 +174,22 @@ size_t arena_offset(SourceArena arena, size_t offset, const ParamLayout& full) {
 std::vector<TensorRead> moment_reads(const SafetensorsFile& file, const ParamLayout& layout) {
   const std::string& path = file.path();
   std::vector<TensorRead> reads;
-  for (const auto& [prefix, arena] :
-       {std::pair{"exp_avg.", SourceArena::ExpAvg}, std::pair{"exp_avg_sq.", SourceArena::ExpAvgSq}}) {
+  for (const Moment& moment : kMoments) {
     for (const ParamInfo& info : layout.params()) {
-      const std::string name = prefix + info.name;
+      const std::string name = moment.prefix + info.name;
       const TensorEntry* entry = file.find(name);
       if (!entry) fail(path, ": tensor ", name, " is missing (optimizer state of another model?)");
       if (entry->dtype != DType::F32) fail(path, ": tensor ", name, " has dtype ", dtype_name(entry->dtype), ", expected F32");
       if (entry->shape != info.shape)
         fail(path, ": tensor ", name, " has shape ", shape_text(entry->shape), ", the model's parameter has ",
              shape_text(info.shape));
-      reads.push_back({HfTensor{name, info.shape, arena_offset(arena, info.offset, layout), info.numel}, entry});
+      reads.push_back({HfTensor{name, info.shape, arena_offset(moment.arena, info.offset, layout), info.numel}, entry});
     }
   }
   if (file.tensors().size() != reads.size())
     for (const TensorEntry& entry : file.tensors()) {
-      const bool moment = entry.name.rfind("exp_avg.", 0) == 0 || entry.name.rfind("exp_avg_sq.", 0) == 0;
+      const bool moment = std::any_of(kMoments.begin(), kMoments.end(),
+                                      [&](const Moment& m) { return entry.name.rfind(m.prefix, 0) == 0; });
       const std::string param = moment ? entry.name.substr(entry.name.find('.') + 1) : "";
       if (!moment || !layout.find(param)) fail(path, ": unexpected tensor ", entry.name, " (not a parameter of the model)");
     }
@@ -191,10 +198,7 @@ std::vector<TensorRead> moment_reads(const SafetensorsFile& file, const ParamLay
 
 // Whether `held` is the model `full` or an expert shard of it: once unsharded, the same parameters, the same shapes.
 bool is_part_of(const ModelConfig& held, const ModelConfig& full) {
-  ModelConfig whole = held;
-  whole.expert_shard_begin = 0;
-  whole.experts_held = 0;
-  const ParamLayout a(whole), b(full);
+  const ParamLayout a(parallel::unsharded_config(held)), b(full);
   if (a.params().size() != b.params().size()) return false;
   for (size_t i = 0; i < a.params().size(); ++i)
     if (a.params()[i].name != b.params()[i].name || a.params()[i].shape != b.params()[i].shape) return false;
@@ -253,9 +257,9 @@ std::string write_checkpoint(const std::string& checkpoints, const ModelConfig& 
   FolderPlan plan = plan_hf_checkpoint(config, layout, weights);
   std::vector<SourcedTensor> moments;
   moments.reserve(2 * layout.params().size());
-  for (const auto& [prefix, arena] : {std::pair{"exp_avg.", SourceArena::ExpAvg}, std::pair{"exp_avg_sq.", SourceArena::ExpAvgSq}})
+  for (const Moment& moment : kMoments)
     for (const ParamInfo& info : layout.params())
-      moments.push_back({prefix + info.name, DType::F32, info.shape, arena, info.offset, info.numel});
+      moments.push_back({moment.prefix + info.name, DType::F32, info.shape, moment.arena, info.offset, info.numel});
   plan.tensor_files.push_back(
       plan_tensor_file(kTrainStateTensors, moments, {{"format", kFormat}, {"step", std::to_string(step)}}));
   plan.text_files.emplace_back(kTrainStateJson, options_json(record).dump(2) + "\n");
@@ -403,11 +407,7 @@ CheckpointValues read_checkpoint_values(const CheckpointInfo& checkpoint, const 
   HeldArenasSink sink(map.full_layout().total_floats(), &map,
                       {values.params.data(), values.state.exp_avg.data(), values.state.exp_avg_sq.data()});
   LoadOptions held_options = options;
-  held_options.owns_expert = nullptr;
-  if (held.experts_sharded()) {
-    const int begin = held.expert_shard_begin, end = held.expert_shard_begin + held.held_experts();
-    held_options.owns_expert = [begin, end](int, int expert) { return expert >= begin && expert < end; };
-  }
+  held_options.owns_expert = parallel::held_experts_filter(held);
   const LoadReport result = stream_tensors(files, checkpoint.files->reads, sink, held_options);
   if (report) *report = result;
   return values;

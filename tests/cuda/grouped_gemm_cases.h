@@ -172,15 +172,17 @@ inline void expect_weight_gradient_written(const ExpertCase& c, const DeviceBuff
   }
 }
 
+// Whether two device buffers hold the same bits.
+inline bool same_bits(const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) {
+  const std::vector<bf16> ha = a.download(), hb = b.download();
+  return ha.size() == hb.size() && std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(bf16)) == 0;
+}
+
 // The three outputs of two runs of the same case are bit for bit the same.
 inline void expect_bitwise_same(const DeviceCase& first, const DeviceCase& second) {
-  const auto same = [](const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) {
-    const std::vector<bf16> ha = a.download(), hb = b.download();
-    return ha.size() == hb.size() && std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(bf16)) == 0;
-  };
-  EXPECT_TRUE(same(first.y, second.y)) << "kNT";
-  EXPECT_TRUE(same(first.dx, second.dx)) << "kNN";
-  EXPECT_TRUE(same(first.dw, second.dw)) << "kTN";
+  EXPECT_TRUE(same_bits(first.y, second.y)) << "kNT";
+  EXPECT_TRUE(same_bits(first.dx, second.dx)) << "kNN";
+  EXPECT_TRUE(same_bits(first.dw, second.dw)) << "kTN";
 }
 
 // A realistic expert shape (Qwen3-like hidden 2048 -> 2I = 1536), ~2000 uneven rows over 16 experts.

@@ -4,7 +4,6 @@
 // and without decay, with a gradient scale, with empty experts (a zero gradient still decays the moments and moves the
 // weights) and edge tiles — and bad arguments must be refused before any launch. A timing test prints the fused step
 // of one Qwen3-30B-A3B MoE layer beside the two-step path (Hopper kTNWrite + adamw_bf16).
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -30,11 +29,6 @@ struct StepState {
     return round_to_bf16(x);
   }
 };
-
-bool same_bits(const DeviceBuffer<bf16>& a, const DeviceBuffer<bf16>& b) {
-  const std::vector<bf16> ha = a.download(), hb = b.download();
-  return ha.size() == hb.size() && std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(bf16)) == 0;
-}
 
 void expect_fused_equals_two_steps(const std::vector<int>& counts, int in_dim, int out_dim, bool decay,
                                    float grad_scale, uint64_t seed) {

@@ -72,8 +72,7 @@ def run(args, experts):
               "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30, "device_in_use_gib": device_in_use / 2**30,
               "loss": float(loss)}
     print(json.dumps(result), flush=True)
-    del model, optimizer, ids, loss
-    gc.collect()
+    del model, optimizer
     torch.cuda.empty_cache()
 
 

@@ -7,7 +7,6 @@
 // with no loads in flight).
 #include "ops/cuda/adamw.h"
 
-#include <cmath>
 #include <type_traits>
 
 #include "ops/cuda/adamw_element.cuh"
@@ -21,7 +20,6 @@ static_assert(kTile == 8 * kThreads, "a thread owns one 8-element chunk of a til
 constexpr int kNormBlocks = 1024;
 constexpr int kNormThreads = 256;
 
-using Coefficients = AdamWCoefficients;
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
@@ -54,7 +52,7 @@ __device__ __forceinline__ void store8(float* p, const float* in) {
 // The bf16 variant's 8-element chunk (adamw_element.cuh: updated in its packed registers, 4 x 16 bytes of data per
 // thread instead of 32 floats, which keeps the kernel within its register bound).
 __device__ __forceinline__ void adamw_chunk_packed(bf16* params, const bf16* grads, bf16* m, bf16* v, size_t chunk,
-                                                   float decay, const Coefficients& c) {
+                                                   float decay, const AdamWCoefficients& c) {
   uint4 p_raw = *reinterpret_cast<const uint4*>(params + chunk), m_raw = *reinterpret_cast<const uint4*>(m + chunk);
   uint4 v_raw = *reinterpret_cast<const uint4*>(v + chunk);
   const uint4 g_raw = *reinterpret_cast<const uint4*>(grads + chunk);
@@ -70,7 +68,7 @@ __device__ __forceinline__ void adamw_chunk_packed(bf16* params, const bf16* gra
 template <class State>
 __device__ __noinline__ void adamw_spans(bf16* params, float* master, const bf16* grads, State* m, State* v,
                                          const AdamWSpan* spans, int first_span, int span_count, size_t chunk,
-                                         size_t tile_end, const Coefficients& c) {
+                                         size_t tile_end, const AdamWCoefficients& c) {
   for (int s = first_span; s < span_count && spans[s].offset < tile_end; ++s) {
     const AdamWSpan span = spans[s];
     const size_t begin = max(chunk, span.offset), end = min(min(tile_end, chunk + 8), span.offset + span.count);
@@ -112,7 +110,7 @@ __device__ __noinline__ void adamw_spans(bf16* params, float* master, const bf16
 template <class State>
 __global__ void __launch_bounds__(kThreads, std::is_same_v<State, bf16> ? 8 : 4)
     adamw_kernel(bf16* params, float* master, const bf16* grads, State* m, State* v, const AdamWSpan* spans,
-                 const int32_t* tile_info, int span_count, size_t total, Coefficients c) {
+                 const int32_t* tile_info, int span_count, size_t total, AdamWCoefficients c) {
   const size_t tile_begin = blockIdx.x * kTile;
   const size_t chunk = tile_begin + 8 * static_cast<size_t>(threadIdx.x);
   const int32_t info = tile_info[blockIdx.x];
